@@ -1,0 +1,33 @@
+/** The contract between the DHCP server and the policy that decides what a machine boots. */
+
+/** Client system architecture as this product cares about it (RFC 4578 option 93, IANA registry). */
+export type BootArch = "x64" | "aa64";
+
+export interface BootRequest {
+  /** lowercase, colon separated: 52:54:00:12:34:56 */
+  mac: string;
+  /** First value of option 93, if sent. */
+  archCode: number | undefined;
+  /** Option 60 as sent (e.g. "PXEClient:Arch:00007:UNDI:003000"). */
+  vendorClass: string | undefined;
+  /** Option 97 machine UUID as text, if sent. */
+  uuid: string | undefined;
+  /** Interface the request arrived on (or the relay's giaddr subnet). */
+  interface: string;
+}
+
+export interface BootAnswer {
+  /** Option 67 / `file`: a TFTP path, or a URL for HTTP boot. */
+  bootFile: string;
+  /** siaddr / option 66. */
+  nextServer: string;
+  /** Option 60 in the reply. */
+  vendorClass: "PXEClient" | "HTTPClient";
+  arch: BootArch;
+}
+
+/** Synchronous and cheap: it runs inside the DHCP exchange. Undefined means "no boot answer". */
+export type BootPolicy = (req: BootRequest) => BootAnswer | undefined;
+
+/** Called when a client is bound to an address (full mode ACK, or an address learned in proxy mode). */
+export type BindingListener = (mac: string, address: string) => void;
