@@ -1,0 +1,167 @@
+/**
+ * Byte sources for transfers. Files are opened once per (device, inode, size, mtime) and shared by all
+ * concurrent transfers, which read blocks with positional reads: 100 clients on one 64 MB file hold one
+ * descriptor and the kernel's page cache, not 100 copies.
+ */
+import { type FileHandle, open, stat } from "node:fs/promises";
+
+export interface BlockSource {
+  readonly size: number;
+  /** Reads up to `length` bytes at `offset`; shorter only at end of file. */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** The transfer is done with it. Idempotent. */
+  release(): void;
+}
+
+export function bufferSource(data: Buffer): BlockSource {
+  return {
+    size: data.length,
+    read: async (offset, length) => data.subarray(offset, Math.min(data.length, offset + length)),
+    release: () => {},
+  };
+}
+
+interface SharedFile {
+  key: string;
+  handle: FileHandle;
+  size: number;
+  refs: number;
+  lingerTimer?: NodeJS.Timeout;
+}
+
+export type OpenResult =
+  | { ok: true; source: BlockSource }
+  | { ok: false; outcome: "not-found" | "denied"; reason: string };
+
+/** Keeps a descriptor open this long after its last transfer, so a client's next request reuses it. */
+const LINGER_MS = 5_000;
+
+export class SharedFileCache {
+  private readonly files = new Map<string, SharedFile>();
+  private readonly opening = new Map<string, Promise<SharedFile>>();
+  private closed = false;
+
+  /** Number of distinct files currently open (for tests and counters). */
+  get openCount(): number {
+    return this.files.size;
+  }
+
+  async open(path: string): Promise<OpenResult> {
+    let st: Awaited<ReturnType<typeof stat>>;
+    try {
+      st = await stat(path);
+    } catch (err) {
+      return classify(err);
+    }
+    if (!st.isFile()) return { ok: false, outcome: "not-found", reason: "not a regular file" };
+    // A changed file (new mtime or size) gets a new entry; transfers already running keep the old descriptor.
+    const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+    let shared = this.files.get(key);
+    if (shared === undefined) {
+      let pending = this.opening.get(key);
+      if (pending === undefined) {
+        pending = this.openShared(path, key);
+        this.opening.set(key, pending);
+      }
+      try {
+        shared = await pending;
+      } catch (err) {
+        return classify(err);
+      } finally {
+        this.opening.delete(key);
+      }
+    }
+    return { ok: true, source: this.acquire(shared) };
+  }
+
+  private async openShared(path: string, key: string): Promise<SharedFile> {
+    const handle = await open(path, "r");
+    const st = await handle.stat();
+    const shared: SharedFile = { key, handle, size: st.size, refs: 0 };
+    if (this.closed) {
+      await handle.close();
+      throw Object.assign(new Error("server closing"), { code: "ECLOSED" });
+    }
+    this.files.set(key, shared);
+    return shared;
+  }
+
+  private acquire(shared: SharedFile): BlockSource {
+    shared.refs++;
+    if (shared.lingerTimer) {
+      clearTimeout(shared.lingerTimer);
+      shared.lingerTimer = undefined;
+    }
+    let released = false;
+    return {
+      size: shared.size,
+      read: async (offset, length) => {
+        const len = Math.max(0, Math.min(length, shared.size - offset));
+        const buf = Buffer.allocUnsafe(len);
+        let done = 0;
+        while (done < len) {
+          const { bytesRead } = await shared.handle.read(buf, done, len - done, offset + done);
+          if (bytesRead === 0) break; // file truncated under us: send what there is
+          done += bytesRead;
+        }
+        return done === len ? buf : buf.subarray(0, done);
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        shared.refs--;
+        if (shared.refs === 0) {
+          shared.lingerTimer = setTimeout(() => this.drop(shared), LINGER_MS);
+          shared.lingerTimer.unref();
+        }
+      },
+    };
+  }
+
+  private drop(shared: SharedFile): void {
+    if (shared.refs > 0) return;
+    if (this.files.get(shared.key) === shared) this.files.delete(shared.key);
+    shared.handle.close().catch(() => {});
+  }
+
+  async closeAll(): Promise<void> {
+    this.closed = true;
+    const all = [...this.files.values()];
+    this.files.clear();
+    await Promise.all(
+      all.map((f) => {
+        if (f.lingerTimer) clearTimeout(f.lingerTimer);
+        return f.handle.close().catch(() => {});
+      }),
+    );
+  }
+}
+
+function classify(err: unknown): OpenResult {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "EACCES" || code === "EPERM")
+    return { ok: false, outcome: "denied", reason: "permission denied" };
+  return { ok: false, outcome: "not-found", reason: code ?? String(err) };
+}
+
+/** Largest file converted for a netascii transfer (held in memory whole). */
+export const NETASCII_MAX_BYTES = 16 * 1024 * 1024;
+
+/** RFC 764 netascii: LF becomes CR LF, a bare CR becomes CR NUL. */
+export function toNetascii(data: Buffer): Buffer {
+  let extra = 0;
+  for (const byte of data) if (byte === 0x0a || byte === 0x0d) extra++;
+  if (extra === 0) return data;
+  const out = Buffer.allocUnsafe(data.length + extra);
+  let j = 0;
+  for (const byte of data) {
+    if (byte === 0x0a) {
+      out[j++] = 0x0d;
+      out[j++] = 0x0a;
+    } else if (byte === 0x0d) {
+      out[j++] = 0x0d;
+      out[j++] = 0x00;
+    } else out[j++] = byte;
+  }
+  return out;
+}

@@ -1,0 +1,217 @@
+/**
+ * One read transfer on its own socket (the server's transfer ID, RFC 1350): optional OACK, then DATA in
+ * windows (RFC 7440, windowsize 1 is classic lockstep), retransmission on timeout only.
+ */
+import type { RemoteInfo, Socket } from "node:dgram";
+import type { BlockSource } from "./files.js";
+import { decodePacket, ErrorCode, encodeDataHeader, encodeError, encodeOack } from "./packet.js";
+import type { TftpTransferRecord } from "./provider.js";
+
+export interface TransferSettings {
+  blksize: number;
+  windowsize: number;
+  timeoutMs: number;
+  /** Consecutive timeouts without progress before giving up. */
+  retries: number;
+  /** OACK to send first (empty: start with DATA 1, as RFC 1350). */
+  oack: [string, string][];
+  /** The OACK answered a tsize request: a client ERROR in reply to it is a size probe, not a failure. */
+  tsizeRequested: boolean;
+}
+
+export interface TransferResult {
+  outcome: TftpTransferRecord["outcome"];
+  bytes: number;
+  retransmits: number;
+  reason?: string;
+}
+
+/** Bytes read from the source at a time; the window is served from this buffer without awaiting. */
+const CHUNK_TARGET_BYTES = 256 * 1024;
+
+export class Transfer {
+  private readonly lastBlock: number;
+  /** First block not yet acknowledged (absolute, 1-based; the wire carries it modulo 65536). */
+  private base = 1;
+  /** Highest block sent so far. */
+  private sentUpTo = 0;
+  private phase: "oack" | "data" | "done" = "data";
+  private tries = 0;
+  private retransmits = 0;
+  /** Bumped for each window: an async read that finds it changed stops sending its stale window. */
+  private generation = 0;
+  private chunkStart = -1;
+  private chunk: Buffer = Buffer.alloc(0);
+  private readonly chunkBytes: number;
+  private timer: NodeJS.Timeout | undefined;
+  private oackPacket: Buffer | undefined;
+  private resolveDone!: (r: TransferResult) => void;
+  readonly done: Promise<TransferResult>;
+  /** True until the client has acknowledged anything. */
+  get initial(): boolean {
+    return this.phase === "oack" || (this.phase === "data" && this.base === 1);
+  }
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly client: { address: string; port: number },
+    private readonly source: BlockSource,
+    private readonly settings: TransferSettings,
+  ) {
+    this.lastBlock = Math.floor(source.size / settings.blksize) + 1;
+    const blocks = Math.max(1, Math.floor(Math.max(CHUNK_TARGET_BYTES, settings.blksize) / settings.blksize));
+    this.chunkBytes = blocks * settings.blksize;
+    this.done = new Promise((resolve) => {
+      this.resolveDone = resolve;
+    });
+  }
+
+  start(): void {
+    this.socket.on("message", (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.timer = setTimeout(() => this.onTimeout(), this.settings.timeoutMs);
+    if (this.settings.oack.length > 0) {
+      this.phase = "oack";
+      this.oackPacket = encodeOack(this.settings.oack);
+      this.send(this.oackPacket);
+    } else {
+      this.sendWindow();
+    }
+  }
+
+  /** Stops the transfer, telling the client why (server shutdown). */
+  abort(message: string): void {
+    if (this.phase === "done") return;
+    this.send(encodeError(ErrorCode.NotDefined, message));
+    this.finish("error", message);
+  }
+
+  private send(packet: Buffer | Buffer[]): void {
+    this.socket.send(packet, this.client.port, this.client.address, () => {
+      // Send errors (ENOBUFS, unreachable) are retried by the timeout like a lost packet.
+    });
+  }
+
+  private onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.phase === "done") return;
+    if (rinfo.port !== this.client.port || rinfo.address !== this.client.address) {
+      // RFC 1350: a packet from another transfer ID gets ERROR 5 and does not disturb this transfer.
+      this.socket.send(
+        encodeError(ErrorCode.UnknownTid, "unknown transfer ID"),
+        rinfo.port,
+        rinfo.address,
+        () => {},
+      );
+      return;
+    }
+    const decoded = decodePacket(msg);
+    if (!decoded.ok) return;
+    const packet = decoded.packet;
+    if (packet.op === "ERROR") {
+      if (this.phase === "oack" && this.settings.tsizeRequested) this.finish("size-probe", packet.message);
+      else this.finish("aborted-by-client", `client error ${packet.code}: ${packet.message}`);
+      return;
+    }
+    if (packet.op !== "ACK") return;
+    if (this.phase === "oack") {
+      if (packet.block !== 0) return;
+      this.phase = "data";
+      this.tries = 0;
+      this.sendWindow();
+      return;
+    }
+    // Map the 16-bit block number into [base-1, sentUpTo]; anything else is stale.
+    const acked = this.base - 1 + ((packet.block - (this.base - 1)) & 0xffff);
+    if (acked > this.sentUpTo || acked < this.base) return; // stale or duplicate: never resend on it
+    this.base = acked + 1;
+    this.tries = 0;
+    if (this.base > this.lastBlock) {
+      this.finish("ok");
+      return;
+    }
+    // RFC 7440: an ACK inside the window means the client lost what followed; restart from there.
+    this.sendWindow();
+  }
+
+  private onTimeout(): void {
+    if (this.phase === "done") return;
+    this.tries++;
+    if (this.tries > this.settings.retries) {
+      this.finish("timeout", `no answer after ${this.settings.retries} retries`);
+      return;
+    }
+    if (this.phase === "oack" && this.oackPacket) {
+      this.retransmits++;
+      this.send(this.oackPacket);
+      this.timer?.refresh();
+      return;
+    }
+    this.retransmits += Math.max(1, this.sentUpTo - this.base + 1);
+    this.sendWindow();
+  }
+
+  private sendWindow(): void {
+    const gen = ++this.generation;
+    const end = Math.min(this.base + this.settings.windowsize - 1, this.lastBlock);
+    this.timer?.refresh();
+    this.sendBlocks(this.base, end, gen);
+  }
+
+  private sendBlocks(from: number, end: number, gen: number): void {
+    const { blksize } = this.settings;
+    for (let block = from; block <= end; block++) {
+      const offset = (block - 1) * blksize;
+      const length = Math.max(0, Math.min(blksize, this.source.size - offset));
+      let data: Buffer;
+      if (length === 0) data = Buffer.alloc(0);
+      else if (offset >= this.chunkStart && offset + length <= this.chunkStart + this.chunk.length)
+        data = this.chunk.subarray(offset - this.chunkStart, offset - this.chunkStart + length);
+      else {
+        this.loadChunk(offset).then(
+          () => {
+            if (gen === this.generation && this.phase === "data") this.sendBlocks(block, end, gen);
+          },
+          (err: unknown) => {
+            if (this.phase === "done") return;
+            this.send(encodeError(ErrorCode.NotDefined, "read error"));
+            this.finish("error", `read error: ${(err as Error).message}`);
+          },
+        );
+        return;
+      }
+      this.send([encodeDataHeader(block), data]);
+      if (block > this.sentUpTo) this.sentUpTo = block;
+    }
+    this.timer?.refresh();
+  }
+
+  private async loadChunk(offset: number): Promise<void> {
+    const buf = await this.source.read(offset, this.chunkBytes);
+    this.chunkStart = offset;
+    this.chunk = buf;
+  }
+
+  private finish(outcome: TransferResult["outcome"], reason?: string): void {
+    if (this.phase === "done") return;
+    this.phase = "done";
+    if (this.timer) clearTimeout(this.timer);
+    const bytes =
+      outcome === "ok"
+        ? this.source.size
+        : Math.min(this.source.size, (this.base - 1) * this.settings.blksize);
+    this.source.release();
+    // Closing right away could drop a queued ERROR; a short delay lets the send complete.
+    setImmediate(() => {
+      try {
+        this.socket.close();
+      } catch {
+        // already closed
+      }
+    });
+    this.resolveDone({
+      outcome,
+      bytes,
+      retransmits: this.retransmits,
+      ...(reason !== undefined ? { reason } : {}),
+    });
+  }
+}
