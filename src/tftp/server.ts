@@ -34,6 +34,8 @@ export interface TftpCounters {
   retransmits: number;
   active: number;
   malformedDropped: number;
+  /** Distinct files held open (shared by all transfers of the same file). */
+  openFiles: number;
 }
 
 export interface TftpServerEvents {
@@ -64,6 +66,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     retransmits: 0,
     active: 0,
     malformedDropped: 0,
+    openFiles: 0,
   };
 
   constructor(options: TftpServerOptions) {
@@ -87,7 +90,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   }
 
   counters(): TftpCounters {
-    return { ...this.stats, active: this.inFlight.size };
+    return { ...this.stats, active: this.inFlight.size, openFiles: this.files.openCount };
   }
 
   async listen(): Promise<AddressInfo> {
@@ -127,10 +130,15 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private onRequest(msg: Buffer, rinfo: RemoteInfo): void {
     if (this.closing) return;
     const decoded = decodePacket(msg);
-    if (!decoded.ok) return this.dropMalformed(rinfo, decoded.reason, msg.length);
+    if (!decoded.ok) {
+      this.dropMalformed(rinfo, decoded.reason, msg.length);
+      return;
+    }
     const packet = decoded.packet;
-    if (packet.op !== "RRQ" && packet.op !== "WRQ")
-      return this.dropMalformed(rinfo, `${packet.op} sent to the request port`, msg.length);
+    if (packet.op !== "RRQ" && packet.op !== "WRQ") {
+      this.dropMalformed(rinfo, `${packet.op} sent to the request port`, msg.length);
+      return;
+    }
     const key = `${rinfo.address}:${rinfo.port}`;
     const signature = msg.toString("latin1");
     const previous = this.byClient.get(key);
