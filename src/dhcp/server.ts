@@ -1,0 +1,144 @@
+/** The DHCP server: sockets per interface (transport.ts) around the protocol engine (engine.ts). */
+import type { Logger } from "pino";
+import type { BindingListener, BootPolicy } from "./boot-types.js";
+import type { DhcpConfig } from "./config.js";
+import { DhcpEngine, type ExchangeContext } from "./engine.js";
+import { type Lease, LeaseStore, type LeaseStoreOptions, readLeases } from "./leases.js";
+import { type BoundSocket, interfaceAddress, openInterfaceSocket } from "./transport.js";
+
+export type { Lease } from "./leases.js";
+
+export interface DhcpServerOptions {
+  config: DhcpConfig;
+  stateDir: string;
+  logger: Logger;
+  bootPolicy: BootPolicy;
+  onBinding?: BindingListener;
+  leaseStore?: LeaseStoreOptions;
+}
+
+/** Current leases of a state directory, read without a running server (`netboot leases`). */
+export function readLeasesFromStateDir(stateDir: string): Lease[] {
+  return readLeases(stateDir);
+}
+export { readLeases };
+
+export class DhcpServer {
+  private config: DhcpConfig;
+  private readonly logger: Logger;
+  private store: LeaseStore | undefined;
+  private engine: DhcpEngine | undefined;
+  private sockets: BoundSocket[] = [];
+  private sweeper: NodeJS.Timeout | undefined;
+  private inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly opts: DhcpServerOptions) {
+    this.config = opts.config;
+    this.logger = opts.logger;
+  }
+
+  async start(): Promise<void> {
+    if (this.config.mode === "off") {
+      this.logger.info("dhcp mode off: not listening");
+      return;
+    }
+    this.store = await LeaseStore.open(this.opts.stateDir, this.logger, this.opts.leaseStore);
+    this.engine = new DhcpEngine({
+      config: this.config,
+      store: this.store,
+      bootPolicy: this.opts.bootPolicy,
+      logger: this.logger,
+      onBinding: this.opts.onBinding,
+    });
+    const ports =
+      this.config.mode === "proxy" ? [this.config.port, this.config.proxy_port] : [this.config.port];
+    try {
+      for (const iface of this.config.interfaces) {
+        for (const port of ports) {
+          const bound = await openInterfaceSocket(iface, port);
+          this.sockets.push(bound);
+          bound.socket.on("message", (msg, rinfo) => this.receive(bound, msg, rinfo));
+          bound.socket.on("error", (err) => this.logger.error({ err, iface, port }, "dhcp socket error"));
+        }
+      }
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.sweeper = setInterval(() => this.engine?.sweepOffers(), 30_000);
+    this.sweeper.unref();
+    this.logger.info(
+      { mode: this.config.mode, interfaces: this.config.interfaces, ports, leases: this.store.size },
+      "dhcp listening",
+    );
+  }
+
+  private receive(bound: BoundSocket, msg: Buffer, rinfo: { address: string; port: number }): void {
+    const engine = this.engine;
+    if (!engine) return;
+    const serverAddress = this.config.server_address ?? interfaceAddress(bound.iface);
+    if (serverAddress === undefined) {
+      this.logger.warn({ iface: bound.iface }, "interface has no IPv4 address: datagram dropped");
+      return;
+    }
+    const ctx: ExchangeContext = { iface: bound.iface, serverAddress, localPort: bound.port, from: rinfo };
+    const work = engine
+      .handle(msg, ctx)
+      .then((out) => {
+        if (!out) return;
+        bound.socket.send(out.buffer, out.port, out.address, (err) => {
+          if (err)
+            this.logger.warn(
+              { err, to: `${out.address}:${out.port}`, iface: bound.iface },
+              "dhcp send failed",
+            );
+        });
+      })
+      .catch((err) => this.logger.error({ err }, "dhcp exchange failed"))
+      .finally(() => this.inFlight.delete(work));
+    this.inFlight.add(work);
+  }
+
+  /** Stops listening, finishes exchanges in progress and flushes the lease journal. */
+  async stop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    const sockets = this.sockets;
+    this.sockets = [];
+    await Promise.all(sockets.map((s) => new Promise<void>((r) => s.socket.close(() => r()))));
+    await Promise.allSettled([...this.inFlight]);
+    await this.store?.close();
+    this.store = undefined;
+    this.engine = undefined;
+  }
+
+  /** New config (and boot policy): leases are kept; interface, port or mode changes need a restart. */
+  reload(config: DhcpConfig, bootPolicy?: BootPolicy): void {
+    const restartNeeded =
+      config.mode !== this.config.mode ||
+      config.port !== this.config.port ||
+      config.proxy_port !== this.config.proxy_port ||
+      config.interfaces.join(",") !== this.config.interfaces.join(",");
+    if (restartNeeded)
+      this.logger.warn("dhcp mode, port or interface changes need a restart; other changes applied");
+    this.config = {
+      ...config,
+      mode: this.config.mode,
+      port: this.config.port,
+      proxy_port: this.config.proxy_port,
+      interfaces: this.config.interfaces,
+    };
+    this.engine?.setConfig(this.config);
+    if (bootPolicy) this.engine?.setBootPolicy(bootPolicy);
+    this.logger.info("dhcp config reloaded");
+  }
+
+  leases(): Lease[] {
+    return this.store?.all() ?? [];
+  }
+
+  /** Journal counters (batches, records, compactions), for tests and the benchmark. */
+  journalStats(): { batches: number; records: number; compactions: number } | undefined {
+    return this.store ? { ...this.store.stats } : undefined;
+  }
+}
