@@ -1,0 +1,378 @@
+import { join, resolve } from "node:path";
+import nunjucks from "nunjucks";
+import type { Logger } from "pino";
+import type { BootArch } from "../dhcp/boot-types.js";
+import type { TftpFileProvider, TftpSource } from "../tftp/provider.js";
+import { buildKernelArgs, type Flavour } from "./cmdline.js";
+import { type BootConfig, type CinderConfig, type Images, type Machine, normaliseMac } from "./config.js";
+import { grubQuote } from "./grub-quote.js";
+import { ImageCache } from "./image-cache.js";
+import { CinderClient } from "./openstack/cinder.js";
+import { GlanceClient } from "./openstack/glance.js";
+import { KeystoneSession } from "./openstack/keystone.js";
+import { checkLoader } from "./pe.js";
+import {
+  type NamedImage,
+  type ResolvedBoot,
+  UnresolvableMachineError,
+  type VolumeResolver,
+} from "./resolver.js";
+import { CinderResolver } from "./resolvers/cinder.js";
+import { StaticResolver } from "./resolvers/static.js";
+
+export interface BootPlanOptions {
+  boot: BootConfig;
+  images: Images;
+  machines: Machine[];
+  cinder?: CinderConfig | undefined;
+  cacheDir: string;
+  templatesDir: string;
+  /** Needed to serve the grubx64.efi/grubaa64.efi aliases (shim asks by that fixed name). */
+  tftpRoot?: string | undefined;
+  logger: Logger;
+}
+
+/** What a machine gets: exactly what TFTP serves as grub/<mac>.conf, and what it then loads. */
+export interface RenderResult {
+  machine: string;
+  mac: string;
+  arch: BootArch;
+  resolver: "static" | "cinder";
+  flavour: Flavour;
+  /** The per-machine GRUB config text (contains CHAP secrets when the volume has CHAP). */
+  grubConfig: string;
+  /** TFTP paths (no leading slash) of the kernel and initrd, and the files behind them. */
+  kernelPath: string;
+  initrdPath: string;
+  kernelFile: string;
+  initrdFile: string;
+  cmdline: string;
+  /** Stale connection info or cached files were used because OpenStack was unreachable. */
+  fallback: boolean;
+  /** Values to mask when showing the result (CHAP passwords). */
+  secrets: string[];
+  /** True when the MAC is not in the inventory and the default machine was used. */
+  viaDefault: boolean;
+}
+
+const MACHINE_CONF_RE = /^grub\/([0-9a-f]{2}(?::[0-9a-f]{2}){5})\.conf$/i;
+const GRUB_ALIAS: Record<string, BootArch> = { "grubx64.efi": "x64", "grubaa64.efi": "aa64" };
+
+interface State {
+  opts: BootPlanOptions;
+  byMac: Map<string, Machine>;
+  byName: Map<string, Machine>;
+  env: nunjucks.Environment;
+  resolvers: { static: VolumeResolver; cinder: VolumeResolver | undefined };
+  cache: ImageCache;
+}
+
+/**
+ * The boot plan: which machine a MAC is, what GRUB config it gets, and which TFTP paths map to
+ * generated configs, kernels and initrds. Reloadable as a whole (SIGHUP); a failed reload throws
+ * and keeps the old plan.
+ */
+export class BootPlan {
+  private state: State;
+  private readonly bindings = new Map<string, string>();
+  /** TFTP path → file for kernels and initrds handed out by renders (Glance files live in the cache). */
+  private readonly served = new Map<string, string>();
+
+  constructor(opts: BootPlanOptions) {
+    this.state = BootPlan.build(opts);
+  }
+
+  private get log(): Logger {
+    return this.state.opts.logger;
+  }
+
+  /** Replaces config, inventory, resolvers and templates; keeps DHCP bindings. */
+  reload(opts: BootPlanOptions): void {
+    this.state = BootPlan.build(opts);
+    this.served.clear();
+    this.log.info(
+      { machines: opts.machines.length, images: Object.keys(opts.images).length },
+      "boot plan reloaded",
+    );
+  }
+
+  private static build(opts: BootPlanOptions): State {
+    const byMac = new Map<string, Machine>();
+    const byName = new Map<string, Machine>();
+    const problems: string[] = [];
+    for (const m of opts.machines) {
+      byName.set(m.name, m);
+      for (const mac of m.macs) byMac.set(mac, m);
+      if (m.image !== undefined && !(m.image in opts.images))
+        problems.push(`machine ${m.name}: image ${m.image} is not defined in images`);
+      if (m.image === undefined && Object.keys(opts.images).length !== 1 && m.volume.resolver === "static")
+        problems.push(`machine ${m.name}: image is required when there is not exactly one image`);
+      if (m.volume.resolver === "cinder" && !opts.cinder)
+        problems.push(
+          `machine ${m.name}: volume uses the cinder resolver, but resolvers.cinder is not configured`,
+        );
+      if (m.arch && !opts.boot.loaders[m.arch])
+        problems.push(`machine ${m.name}: arch ${m.arch} has no loaders in boot.loaders`);
+    }
+    const usesGlance = Object.values(opts.images).some(
+      (i) => "glance_id" in i.kernel || "glance_id" in i.initrd,
+    );
+    if (usesGlance && !opts.cinder)
+      problems.push("images: glance_id needs resolvers.cinder (Keystone) to reach Glance");
+    if (opts.boot.default_machine !== undefined && !byName.has(opts.boot.default_machine))
+      problems.push(`boot.default_machine: ${opts.boot.default_machine} is not a machine in the inventory`);
+    if (problems.length > 0) throw new Error(problems.join("\n"));
+
+    let glance: GlanceClient | undefined;
+    let cinderResolver: VolumeResolver | undefined;
+    let session: KeystoneSession | undefined;
+    if (opts.cinder) {
+      session = new KeystoneSession(opts.cinder, opts.logger);
+      glance = new GlanceClient(session, opts.cinder.timeout_ms);
+    }
+    const cache = new ImageCache(opts.cacheDir, glance, opts.logger);
+    if (opts.cinder && session) {
+      const client = new CinderClient(
+        session,
+        opts.logger,
+        opts.cinder.microversion,
+        opts.cinder.endpoint_override,
+      );
+      cinderResolver = new CinderResolver(client, cache, opts.logger);
+    }
+    // autoescape is HTML escaping: wrong for GRUB. Values go through grub_quote explicitly.
+    const env = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.templatesDir), {
+      autoescape: false,
+      throwOnUndefined: true,
+      trimBlocks: true,
+      lstripBlocks: true,
+    });
+    env.addFilter("grub_quote", grubQuote);
+    return {
+      opts,
+      byMac,
+      byName,
+      env,
+      cache,
+      resolvers: { static: new StaticResolver(cache), cinder: cinderResolver },
+    };
+  }
+
+  /** The inventory machine with this MAC (any format), not the default machine. */
+  findMachine(mac: string): Machine | undefined {
+    const normal = normaliseMac(mac);
+    return normal === undefined ? undefined : this.state.byMac.get(normal);
+  }
+
+  isKnown(mac: string): boolean {
+    return this.findMachine(mac) !== undefined;
+  }
+
+  /** The inventory's architecture override for this MAC, if any. */
+  archFor(mac: string): BootArch | undefined {
+    return this.findMachine(mac)?.arch;
+  }
+
+  /** The machine a MAC boots as: its own entry, or the configured default machine. */
+  private machineFor(mac: string): { machine: Machine; viaDefault: boolean } | undefined {
+    const own = this.findMachine(mac);
+    if (own) return { machine: own, viaDefault: false };
+    const name = this.state.opts.boot.default_machine;
+    const fallback = name === undefined ? undefined : this.state.byName.get(name);
+    return fallback ? { machine: fallback, viaDefault: true } : undefined;
+  }
+
+  /** DHCP bound (or saw) this MAC at this address: its config is served to that address only. */
+  noteBinding(mac: string, ip: string): void {
+    const normal = normaliseMac(mac);
+    if (normal !== undefined) this.bindings.set(normal, ip);
+  }
+
+  /** The loader DHCP hands out for an architecture (shim), if configured. */
+  loaderFor(arch: BootArch): string | undefined {
+    return this.state.opts.boot.loaders[arch]?.shim;
+  }
+
+  /** Refuses to start with a loader that is missing or built for another machine type. */
+  async checkLoaders(tftpRoot: string): Promise<void> {
+    for (const arch of ["x64", "aa64"] as const) {
+      const loader = this.state.opts.boot.loaders[arch];
+      if (!loader) continue;
+      await checkLoader(join(tftpRoot, loader.shim), arch);
+      await checkLoader(join(tftpRoot, loader.grub), arch);
+    }
+  }
+
+  masterConfig(): string {
+    return this.state.env.render("grub-master.cfg.njk", { timeout: this.state.opts.boot.grub.timeout });
+  }
+
+  private imageOf(machine: Machine): NamedImage | undefined {
+    const images = this.state.opts.images;
+    const name = machine.image ?? (Object.keys(images).length === 1 ? Object.keys(images)[0] : undefined);
+    const config = name === undefined ? undefined : images[name];
+    return name !== undefined && config ? { name, config } : undefined;
+  }
+
+  /**
+   * Resolves and renders a machine's GRUB config. Throws UnresolvableMachineError (naming the
+   * machine and the field) when it cannot produce a complete, safe config.
+   */
+  async render(mac: string, arch?: BootArch): Promise<RenderResult> {
+    const state = this.state;
+    const normal = normaliseMac(mac);
+    if (normal === undefined)
+      throw new UnresolvableMachineError(`${JSON.stringify(mac)} is not a MAC address`);
+    const found = this.machineFor(normal);
+    if (!found)
+      throw new UnresolvableMachineError(
+        `MAC ${normal} is not in the inventory and there is no boot.default_machine`,
+      );
+    const { machine, viaDefault } = found;
+    const bootArch: BootArch = machine.arch ?? arch ?? "x64";
+    const image = this.imageOf(machine);
+    if (!image)
+      throw new UnresolvableMachineError(
+        `machine ${machine.name}: no image, so no initramfs flavour or kernel`,
+      );
+    const resolver = machine.volume.resolver === "cinder" ? state.resolvers.cinder : state.resolvers.static;
+    if (!resolver)
+      throw new UnresolvableMachineError(
+        `machine ${machine.name}: no ${machine.volume.resolver} resolver configured`,
+      );
+
+    let resolved: ResolvedBoot;
+    try {
+      resolved = await resolver.resolve(machine, image, { ip: this.bindings.get(normal), arch: bootArch });
+    } catch (err) {
+      if (err instanceof UnresolvableMachineError) throw err;
+      throw new UnresolvableMachineError(`machine ${machine.name}: ${(err as Error).message}`);
+    }
+
+    let args: string[];
+    try {
+      args = buildKernelArgs({
+        flavour: image.config.flavour,
+        target: { portals: resolved.portals, iqn: resolved.iqn, lun: resolved.lun, chap: resolved.chap },
+        initiatorIqn: machine.initiator_iqn,
+        root: image.config.root,
+        ip: image.config.ip,
+        extraArgs: image.config.extra_args,
+      });
+    } catch (err) {
+      throw new UnresolvableMachineError(
+        `machine ${machine.name} (image ${image.name}): ${(err as Error).message}`,
+      );
+    }
+    if (image.config.flavour === "initramfs-tools" && resolved.portals.length > 1)
+      this.log.warn(
+        { machine: machine.name },
+        "initramfs-tools logs in to one portal: using the first of several",
+      );
+
+    const grubConfig = state.env.render("grub-machine.cfg.njk", {
+      machine: machine.name,
+      mac: normal,
+      flavour: image.config.flavour,
+      resolver: resolved.resolver,
+      timeout: state.opts.boot.grub.timeout,
+      kernel: `/${resolved.kernel.tftpPath}`,
+      initrd: `/${resolved.initrd.tftpPath}`,
+      args,
+      extra_entries: state.opts.boot.grub.extra_entries,
+    });
+    this.served.set(resolved.kernel.tftpPath, resolved.kernel.file);
+    this.served.set(resolved.initrd.tftpPath, resolved.initrd.file);
+    const secrets = [resolved.chap?.password, resolved.chap?.in_password].filter((s): s is string => !!s);
+    return {
+      machine: machine.name,
+      mac: normal,
+      arch: bootArch,
+      resolver: resolved.resolver,
+      flavour: image.config.flavour,
+      grubConfig,
+      kernelPath: resolved.kernel.tftpPath,
+      initrdPath: resolved.initrd.tftpPath,
+      kernelFile: resolved.kernel.file,
+      initrdFile: resolved.initrd.file,
+      cmdline: args.join(" "),
+      fallback: resolved.fallback,
+      secrets,
+      viaDefault,
+    };
+  }
+
+  /** Kernel/initrd given as files in the config, answerable without a render. */
+  private configuredFile(path: string): string | undefined {
+    const m = /^images\/([^/]+)\/(kernel|initrd)$/.exec(path);
+    if (!m) return undefined;
+    const image = this.state.opts.images[m[1] ?? ""];
+    const source = image?.[m[2] as "kernel" | "initrd"];
+    return source && "path" in source ? resolve(source.path) : undefined;
+  }
+
+  /** Answers the boot plan's TFTP paths; undefined lets the static root answer (loaders). */
+  tftpProvider(): TftpFileProvider {
+    return async (path, client): Promise<TftpSource | undefined> => {
+      if (path === "grub/grub.cfg") return { kind: "data", data: Buffer.from(this.masterConfig()) };
+
+      const conf = MACHINE_CONF_RE.exec(path);
+      if (conf) {
+        const mac = (conf[1] ?? "").toLowerCase();
+        const bound = this.bindings.get(mac);
+        if (bound !== undefined && bound !== client.address) {
+          this.log.warn(
+            { mac, client: client.address, bound },
+            "machine config refused: requested from another address than the machine's",
+          );
+          throw new Error(`config of ${mac} is served only to the machine's own address`);
+        }
+        try {
+          const result = await this.render(mac);
+          this.log.info(
+            {
+              mac,
+              machine: result.machine,
+              resolver: result.resolver,
+              fallback: result.fallback,
+              client: client.address,
+            },
+            "machine config generated",
+          );
+          return { kind: "data", data: Buffer.from(result.grubConfig) };
+        } catch (err) {
+          if (!(err instanceof UnresolvableMachineError)) throw err;
+          this.log.warn({ mac, client: client.address, reason: err.message }, "no boot config for machine");
+          return undefined;
+        }
+      }
+
+      const glance = /^glance\/([0-9a-fA-F-]+)$/.exec(path);
+      const file =
+        this.served.get(path) ??
+        this.configuredFile(path) ??
+        (glance ? await this.state.cache.newestCached(glance[1] ?? "") : undefined);
+      if (file) return { kind: "file", path: file };
+
+      const alias = this.grubAlias(path);
+      if (alias) return { kind: "file", path: alias };
+      return undefined;
+    };
+  }
+
+  /** shim asks for grubx64.efi/grubaa64.efi by name, beside itself or at the root (rhboot/shim#524). */
+  private grubAlias(path: string): string | undefined {
+    const root = this.state.opts.tftpRoot;
+    if (!root) return undefined;
+    const slash = path.lastIndexOf("/");
+    const base = path.slice(slash + 1);
+    const arch = GRUB_ALIAS[base];
+    if (!arch) return undefined;
+    const loader = this.state.opts.boot.loaders[arch];
+    if (!loader || loader.grub === path) return undefined;
+    const dir = slash < 0 ? "" : path.slice(0, slash);
+    const shimDir = loader.shim.includes("/") ? loader.shim.slice(0, loader.shim.lastIndexOf("/")) : "";
+    if (dir !== "" && dir !== shimDir) return undefined;
+    return join(root, loader.grub);
+  }
+}
