@@ -105,6 +105,8 @@ export class DhcpEngine {
   private readonly onBinding: BindingListener | undefined;
   private badPackets = { logged: 0, suppressed: 0, windowStart: 0 };
   private exhaustedLoggedAt = new Map<string, number>();
+  /** Counters since start: datagrams handled, malformed ones dropped, replies produced. */
+  readonly counters = { received: 0, malformed: 0, replies: 0 };
 
   constructor(opts: EngineOptions) {
     this.config = opts.config;
@@ -136,6 +138,7 @@ export class DhcpEngine {
 
   /** Handles one datagram. Never throws for bad input; resolves undefined when there is nothing to send. */
   async handle(datagram: Buffer, ctx: ExchangeContext): Promise<Outgoing | undefined> {
+    this.counters.received++;
     const decoded = decodePacket(datagram);
     if (!decoded.ok) {
       this.logBadPacket(ctx, decoded.error, datagram.length);
@@ -168,6 +171,7 @@ export class DhcpEngine {
       return undefined;
     }
     this.logger.info(ex, "dhcp exchange");
+    if (out) this.counters.replies++;
     return out;
   }
 
@@ -559,6 +563,7 @@ export class DhcpEngine {
 
   /** Malformed datagrams: logged at most 10 per 10 s, with a count of those not logged. */
   private logBadPacket(ctx: ExchangeContext, error: string, length: number): void {
+    this.counters.malformed++;
     const now = Date.now();
     const b = this.badPackets;
     if (now - b.windowStart > 10_000) {

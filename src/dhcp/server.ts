@@ -137,6 +137,11 @@ export class DhcpServer {
     return this.store?.all() ?? [];
   }
 
+  /** Datagrams received, malformed ones dropped, replies sent since start. */
+  counters(): { received: number; malformed: number; replies: number } | undefined {
+    return this.engine ? { ...this.engine.counters } : undefined;
+  }
+
   /** Journal counters (batches, records, compactions), for tests and the benchmark. */
   journalStats(): { batches: number; records: number; compactions: number } | undefined {
     return this.store ? { ...this.store.stats } : undefined;
