@@ -66,7 +66,7 @@ export const dnsmasqServer: BootServerFactory = async (ctx) => {
     d.exited.then(() => false),
   ]);
   if (!ready) throw new Error(`dnsmasq exited at start: ${recent.join(" | ")}`);
-  logger.info({ pid: d.pid, tftpRoot: root }, "dnsmasq ready");
+  logger.info({ dnsmasqPid: d.pid, tftpRoot: root }, "dnsmasq ready");
   return {
     name: "dnsmasq",
     pid: d.pid,

@@ -156,7 +156,7 @@ export async function startTgtTarget(opts: IscsiTargetOptions): Promise<IscsiTar
     throw err;
   }
   logger.info(
-    { portal: `${portalIp}:3260`, iqn: opts.targetIqn, chap: opts.chap !== undefined, pid: daemon.pid },
+    { portal: `${portalIp}:3260`, iqn: opts.targetIqn, chap: opts.chap !== undefined, tgtdPid: daemon.pid },
     "iscsi target ready (tgt)",
   );
   return target;

@@ -230,11 +230,11 @@ export async function launchVm(opts: LaunchOptions): Promise<RunningVm> {
       }
     }
   });
-  opts.logger.info({ pid: d.pid, cmd: `${qemu} ${qargs.join(" ")}` }, "qemu started");
+  opts.logger.info({ qemuPid: d.pid, cmd: `${qemu} ${qargs.join(" ")}` }, "qemu started");
   let timedOut = false;
   const limit = setTimeout(() => {
     timedOut = true;
-    opts.logger.warn({ pid: d.pid, limitMs: opts.timeLimitMs }, "boot time limit reached: killing QEMU");
+    opts.logger.warn({ qemuPid: d.pid, limitMs: opts.timeLimitMs }, "boot time limit reached: killing QEMU");
     killPid(d.pid, "SIGKILL");
   }, opts.timeLimitMs);
   const done = d.exited.then(async (r) => {
