@@ -11,9 +11,18 @@ export const DEFAULT_BLKSIZE = 512;
 export const DEFAULT_MAX_BLKSIZE = 1468;
 export const DEFAULT_MAX_WINDOWSIZE = 64;
 
+/**
+ * Most bytes in flight per window. A window larger than the client's socket receive buffer (Linux default
+ * 208 KiB, counted with per-packet overhead) overflows it on every window: measured on loopback, atftp with
+ * blksize 8192 and windowsize 16 lost blocks 13-16 of each window and crawled on timeouts.
+ */
+export const DEFAULT_MAX_WINDOW_BYTES = 64 * 1024;
+
 export interface ServerCaps {
   maxBlksize: number;
   maxWindowsize: number;
+  /** Default DEFAULT_MAX_WINDOW_BYTES; windowsize is lowered so windowsize * blksize stays under it. */
+  maxWindowBytes?: number;
 }
 
 export interface Negotiated {
@@ -79,6 +88,17 @@ export function negotiateOptions(requested: ReadonlyMap<string, string>, caps: S
         break;
       default:
         break;
+    }
+  }
+  if (result.windowsize > 1) {
+    const byBytes = Math.max(
+      1,
+      Math.floor((caps.maxWindowBytes ?? DEFAULT_MAX_WINDOW_BYTES) / result.blksize),
+    );
+    if (byBytes < result.windowsize) {
+      result.windowsize = byBytes;
+      const entry = result.oack.find(([k]) => k === "windowsize");
+      if (entry) entry[1] = String(byBytes);
     }
   }
   return result;

@@ -265,7 +265,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     }
 
     const oack = [...negotiated.oack];
-    if (negotiated.tsizeRequested) {
+    // curl (7.88) rejects "tsize 0" in an OACK as invalid, so an empty file's size goes unsaid (RFC 2349 allows it).
+    if (negotiated.tsizeRequested && source.size > 0) {
       oack.push(["tsize", String(source.size)]);
       record.tsize = source.size;
     }

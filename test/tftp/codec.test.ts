@@ -128,7 +128,7 @@ describe("option negotiation", () => {
         ["multicast", ""],
         ["rollover", "0"],
       ]),
-      caps,
+      { ...caps, maxWindowBytes: 1 << 30 },
     );
     expect(n.blksize).toBe(1468);
     expect(n.windowsize).toBe(64);
@@ -200,4 +200,25 @@ test("rate limiter passes a burst then suppresses and reports the count", () => 
   expect(rl.take()).toBeNull();
   now = 1000;
   expect(rl.take()).toBe(2);
+});
+
+test("windowsize is lowered so a window fits a client's receive buffer", () => {
+  const n = negotiateOptions(
+    new Map([
+      ["blksize", "8192"],
+      ["windowsize", "16"],
+    ]),
+    { maxBlksize: 65464, maxWindowsize: 64 },
+  );
+  expect(n.windowsize).toBe(8);
+  expect(n.oack).toContainEqual(["windowsize", "8"]);
+  expect(
+    negotiateOptions(
+      new Map([
+        ["windowsize", "4"],
+        ["blksize", "1468"],
+      ]),
+      caps,
+    ).windowsize,
+  ).toBe(4);
 });
