@@ -19,7 +19,7 @@ async function writeRandomFile(path: string, size: number): Promise<void> {
   let left = size;
   while (left > 0) {
     const n = Math.min(left, 4 * 1024 * 1024);
-    if (!out.write(randomBytes(n))) await new Promise((r) => out.once("drain", r));
+    if (!out.write(randomBytes(n))) await new Promise<void>((r) => out.once("drain", () => r()));
     left -= n;
   }
   await new Promise<void>((resolve, reject) =>
