@@ -8,3 +8,8 @@ export function grubQuote(value: string | number): string {
   if (/[\0\r\n]/.test(text)) throw new Error("a GRUB word cannot contain NUL or line breaks");
   return `'${text.replaceAll("'", "'\\''")}'`;
 }
+
+/** Several words, each quoted, separated by spaces (the arguments of one GRUB command). */
+export function grubQuoteWords(values: readonly (string | number)[]): string {
+  return values.map(grubQuote).join(" ");
+}

@@ -5,7 +5,7 @@ import type { BootArch } from "../dhcp/boot-types.js";
 import type { TftpFileProvider, TftpSource } from "../tftp/provider.js";
 import { buildKernelArgs, type Flavour } from "./cmdline.js";
 import { type BootConfig, type CinderConfig, type Images, type Machine, normaliseMac } from "./config.js";
-import { grubQuote } from "./grub-quote.js";
+import { grubQuote, grubQuoteWords } from "./grub-quote.js";
 import { ImageCache } from "./image-cache.js";
 import { CinderClient } from "./openstack/cinder.js";
 import { GlanceClient } from "./openstack/glance.js";
@@ -148,6 +148,7 @@ export class BootPlan {
       lstripBlocks: true,
     });
     env.addFilter("grub_quote", grubQuote);
+    env.addFilter("grub_quote_words", grubQuoteWords);
     return {
       opts,
       byMac,

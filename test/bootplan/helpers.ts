@@ -1,0 +1,89 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Writable } from "node:stream";
+import { type Logger, pino } from "pino";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { bootConfigSchema, cinderSchema, imagesSchema, machinesSchema } from "../../src/bootplan/config.js";
+import type { BootPlanOptions } from "../../src/bootplan/plan.js";
+
+export const TEMPLATES_DIR = resolve(import.meta.dirname, "../../templates");
+
+/** A pino logger whose every line is kept, to prove what was (and was not) logged. */
+export function captureLogger(): {
+  logger: Logger;
+  text: () => string;
+  lines: () => Record<string, unknown>[];
+} {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString());
+      done();
+    },
+  });
+  const logger = pino({ level: "trace" }, stream);
+  return {
+    logger,
+    text: () => chunks.join(""),
+    lines: () =>
+      chunks
+        .join("")
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
+}
+
+export function tempDir(prefix = "nbbp-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Kernel and initrd files with recognisable contents. */
+export function fakeImageFiles(dir: string, tag = "img"): { kernel: string; initrd: string } {
+  const kernel = join(dir, `${tag}-vmlinuz`);
+  const initrd = join(dir, `${tag}-initrd.img`);
+  writeFileSync(kernel, `kernel ${tag}\n`);
+  writeFileSync(initrd, `initrd ${tag}\n`);
+  return { kernel, initrd };
+}
+
+const sectionsSchema = z.strictObject({
+  boot: bootConfigSchema,
+  images: imagesSchema,
+  machines: machinesSchema,
+  resolvers: z.strictObject({ cinder: cinderSchema.optional() }).optional(),
+});
+
+/** Parses the boot plan sections of a YAML config as the appliance config will. */
+export function planOptionsFromYaml(
+  yaml: string,
+  extra: { cacheDir: string; logger: Logger; tftpRoot?: string },
+): BootPlanOptions {
+  const parsed = sectionsSchema.parse(parseYaml(yaml));
+  return {
+    boot: parsed.boot,
+    images: parsed.images,
+    machines: parsed.machines,
+    cinder: parsed.resolvers?.cinder,
+    cacheDir: extra.cacheDir,
+    templatesDir: TEMPLATES_DIR,
+    tftpRoot: extra.tftpRoot,
+    logger: extra.logger,
+  };
+}
+
+/** Runs GRUB's own parser on a config; returns its complaint, or undefined when it is accepted. */
+export function grubScriptCheck(text: string): string | undefined {
+  const file = join(tempDir("nbbp-grub-"), "test.cfg");
+  writeFileSync(file, text);
+  try {
+    execFileSync("grub-script-check", [file], { stdio: ["ignore", "pipe", "pipe"] });
+    return undefined;
+  } catch (err) {
+    const e = err as { stdout?: Buffer; stderr?: Buffer; status?: number };
+    return `exit ${e.status}: ${e.stderr?.toString() ?? ""}${e.stdout?.toString() ?? ""}`;
+  }
+}
