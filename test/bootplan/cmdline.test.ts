@@ -10,7 +10,9 @@ import {
 const IQN = "iqn.2010-10.org.openstack:volume-3f2a9c1e";
 const INITIATOR = "iqn.2024-01.org.netboot-appliance:node-01";
 
-function input(over: Partial<CmdlineInput> & { target?: Partial<CmdlineInput["target"]> }): CmdlineInput {
+function input(
+  over: Partial<Omit<CmdlineInput, "target">> & { target?: Partial<CmdlineInput["target"]> },
+): CmdlineInput {
   return {
     flavour: "dracut",
     initiatorIqn: INITIATOR,

@@ -122,6 +122,7 @@ describe("boot plan rendering (static resolver)", () => {
 
   it("master config sources $prefix/$net_default_mac.conf and passes grub-script-check", () => {
     const master = plan.masterConfig();
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: GRUB variables, not a JS template
     expect(master).toContain('source "${prefix}/${net_default_mac}.conf"');
     expect(master).toContain("set timeout=3");
     if (haveGrub) expect(grubScriptCheck(master)).toBeUndefined();
