@@ -10,9 +10,9 @@ import { createLabNetwork, type LabNetwork, listHostLabLinks, listLabNamespaces 
 import { pidAlive, run } from "../../qemu/proc.js";
 import { buildTimeline, formatTimeline } from "../../qemu/timeline.js";
 import { launchVm, prepareFirmware, probeAccel, qemuCommand } from "../../qemu/vm.js";
-import { commandsAvailable, isRoot, resourceAvailable } from "../support/require.js";
+import { commandsAvailable, hasCommand, isRoot, resourceAvailable } from "../support/require.js";
 
-// The lab's pieces without a root image: namespace and bridge, tgt, dnsmasq, OVMF reaching PXE.
+// The lab's pieces without a root image: namespace and bridge, tgt, dnsmasq, OVMF and AAVMF reaching PXE.
 const ready =
   resourceAvailable("root (network namespaces)", isRoot()) &&
   commandsAvailable("ip", "tgtd", "tgtadm", "dnsmasq", "qemu-system-x86_64") &&
@@ -143,69 +143,97 @@ describe.skipIf(!ready)("QEMU lab harness", () => {
     expect(aargs.join(" ")).toContain("-M virt -cpu cortex-a57");
   });
 
-  it("OVMF gets a DHCP offer with option 93 = 7 and fetches shim over TFTP from dnsmasq", async () => {
-    const net: LabNetwork = await createLabNetwork();
-    const vmDir = join(work, "pxe");
-    const loaders = join(vmDir, "loaders", "x64");
-    await mkdir(loaders, { recursive: true });
-    // Not a PE image: OVMF fetches it and refuses to run it, which is all this test needs.
-    await writeFile(join(loaders, "shimx64.efi"), Buffer.alloc(4096, 0x5a));
-    await writeFile(join(loaders, "grubx64.efi"), "not used");
-    const mac = "52:54:00:6e:62:99";
-    const server = await dnsmasqServer({
-      net,
-      workDir: vmDir,
-      mac,
-      logger,
-      boot: {
-        arch: "x64",
-        loaderDir: loaders,
-        kernel: "/nonexistent",
-        initrd: "/nonexistent",
-        cmdline: "quiet",
+  const firmwareCases = [
+    {
+      arch: "x64" as const,
+      code: 7,
+      shim: "shimx64.efi",
+      grub: "grubx64.efi",
+      qemu: "qemu-system-x86_64",
+      fw: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    },
+    {
+      arch: "aa64" as const,
+      code: 11,
+      shim: "shimaa64.efi",
+      grub: "grubaa64.efi",
+      qemu: "qemu-system-aarch64",
+      fw: "/usr/share/AAVMF/AAVMF_CODE.fd",
+    },
+  ];
+  for (const c of firmwareCases) {
+    const here = hasCommand(c.qemu) && existsSync(c.fw);
+    it.skipIf(!resourceAvailable(`${c.qemu} and ${c.fw}`, here))(
+      `${c.arch} firmware gets a DHCP offer with option 93 = ${c.code} and fetches ${c.shim} over TFTP from dnsmasq`,
+      async () => {
+        const net: LabNetwork = await createLabNetwork();
+        const vmDir = join(work, `pxe-${c.arch}`);
+        const loaders = join(vmDir, "loaders", c.arch);
+        await mkdir(loaders, { recursive: true });
+        // Not a PE image: the firmware fetches it and refuses to run it, which is all this test needs.
+        await writeFile(join(loaders, c.shim), Buffer.alloc(4096, 0x5a));
+        await writeFile(join(loaders, c.grub), "not used");
+        const mac = c.arch === "x64" ? "52:54:00:6e:62:99" : "52:54:00:6e:62:98";
+        const server = await dnsmasqServer({
+          net,
+          workDir: vmDir,
+          mac,
+          logger,
+          boot: {
+            arch: c.arch,
+            loaderDir: loaders,
+            kernel: "/nonexistent",
+            initrd: "/nonexistent",
+            cmdline: "quiet",
+          },
+        });
+        let vmPid: number | undefined;
+        try {
+          const tap = await net.addTap();
+          const accel = await probeAccel(c.arch, vmDir, logger);
+          const fw = await prepareFirmware(c.arch, false, vmDir);
+          const vm = await launchVm({
+            net,
+            spec: { arch: c.arch, secureBoot: false, accel, ...fw, tap, mac },
+            timeLimitMs: 90_000,
+            serialLog: join(vmDir, "serial.log"),
+            logger,
+          });
+          vmPid = vm.pid;
+          const deadline = Date.now() + 90_000;
+          while (
+            Date.now() < deadline &&
+            !server.items.some((i) => i.kind === "tftp" && i.row.outcome === "ok")
+          ) {
+            await new Promise((r) => setTimeout(r, 200));
+          }
+          const startedAt = vm.startedAt;
+          const elapsed = Date.now() - startedAt;
+          await vm.kill();
+          const tl = buildTimeline({
+            startedAt,
+            arch: c.arch,
+            accel,
+            server: server.name,
+            durationMs: elapsed,
+            ok: true,
+            serial: vm.lines,
+            serverItems: [...server.items],
+          });
+          console.log(formatTimeline(tl));
+          const discover = tl.dhcp.find((d) => d.message === "DHCPDISCOVER");
+          expect(discover?.arch).toBe(c.code);
+          expect(discover?.mac).toBe(mac);
+          expect(tl.dhcp.find((d) => d.message === "DHCPACK")?.ip).toBe(`${net.subnet}.10`);
+          expect(tl.tftp.find((f) => f.file === c.shim && f.outcome === "ok")).toBeDefined();
+        } finally {
+          await server.stop();
+          await net.destroy();
+        }
+        expect(vmPid !== undefined && pidAlive(vmPid)).toBe(false);
+        expect(pidAlive(server.pid)).toBe(false);
       },
-    });
-    let vmPid: number | undefined;
-    try {
-      const tap = await net.addTap();
-      const accel = await probeAccel("x64", vmDir, logger);
-      const fw = await prepareFirmware("x64", false, vmDir);
-      const vm = await launchVm({
-        net,
-        spec: { arch: "x64", secureBoot: false, accel, ...fw, tap, mac },
-        timeLimitMs: 60_000,
-        serialLog: join(vmDir, "serial.log"),
-        logger,
-      });
-      vmPid = vm.pid;
-      const deadline = Date.now() + 60_000;
-      while (Date.now() < deadline && !server.items.some((i) => i.kind === "tftp")) {
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      const startedAt = vm.startedAt;
-      await vm.kill();
-      const tl = buildTimeline({
-        startedAt,
-        arch: "x64",
-        accel,
-        server: server.name,
-        durationMs: Date.now() - startedAt,
-        ok: true,
-        serial: vm.lines,
-        serverItems: [...server.items],
-      });
-      console.log(formatTimeline(tl));
-      const discover = tl.dhcp.find((d) => d.message === "DHCPDISCOVER");
-      expect(discover?.arch).toBe(7);
-      expect(discover?.mac).toBe(mac);
-      expect(tl.dhcp.find((d) => d.message === "DHCPACK")?.ip).toBe(`${net.subnet}.10`);
-      expect(tl.tftp.find((f) => f.file === "shimx64.efi")?.outcome).toBe("ok");
-      expect(tl.milestones["firmware-pxe"]).toBeGreaterThan(0);
-    } finally {
-      await server.stop();
-      await net.destroy();
-    }
-    expect(vmPid !== undefined && pidAlive(vmPid)).toBe(false);
-    expect(pidAlive(server.pid)).toBe(false);
-  }, 120_000);
+      150_000,
+    );
+  }
 });
