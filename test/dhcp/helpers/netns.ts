@@ -20,8 +20,8 @@ export function sh(
     });
   } catch (err) {
     if (opts.allowFail) return "";
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(" ")}: ${e.stderr ?? e.message}`);
+    const e = err as { stderr?: string; stdout?: string; message: string };
+    throw new Error(`${cmd} ${args.join(" ")}: ${e.stderr ?? ""}${e.stdout ?? ""}${e.message}`);
   }
 }
 
