@@ -69,7 +69,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   };
   if (options.destination) return pino(common, options.destination);
   if (options.pretty ?? process.stdout.isTTY) {
-    return pino({ ...common, transport: { target: "pino-pretty", options: { colorize: true, singleLine: true } } });
+    return pino({
+      ...common,
+      transport: { target: "pino-pretty", options: { colorize: true, singleLine: true } },
+    });
   }
   return pino(common, pino.destination({ fd: 1, sync: false }));
 }

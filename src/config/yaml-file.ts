@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { isMap, isScalar, LineCounter, parseDocument, type Document } from "yaml";
+import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError, type ConfigIssue, fieldPath } from "./errors.js";
 
@@ -16,7 +16,9 @@ export class YamlSource {
     try {
       text = readFileSync(file, "utf8");
     } catch (err) {
-      throw new ConfigError([{ file, field: "", message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? err}` }]);
+      throw new ConfigError([
+        { file, field: "", message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? err}` },
+      ]);
     }
     return YamlSource.parse(file, text);
   }
@@ -41,7 +43,9 @@ export class YamlSource {
   /** Line of the deepest node on the path that exists (a missing field points at its parent). */
   lineOf(path: readonly PropertyKey[]): number | undefined {
     for (let depth = path.length; depth >= 0; depth--) {
-      const node = this.doc.getIn(path.slice(0, depth) as unknown[], true) as { range?: [number, number, number] };
+      const node = this.doc.getIn(path.slice(0, depth) as unknown[], true) as {
+        range?: [number, number, number];
+      };
       if (node && typeof node === "object" && node.range) return this.lines.linePos(node.range[0]).line;
     }
     return undefined;
@@ -75,7 +79,7 @@ function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
 }
 
 /** zod's issues, turned into file:line field: reason, naming the offending value where that helps. */
-export function zodIssues(source: YamlSource, error: z.ZodError): ConfigIssue[] {
+export function zodIssues(source: YamlSource, error: z.ZodError, data: unknown = source.data): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   for (const issue of error.issues) {
     const path = issue.path as PropertyKey[];
@@ -90,11 +94,13 @@ export function zodIssues(source: YamlSource, error: z.ZodError): ConfigIssue[] 
       }
       continue;
     }
-    const value = valueAt(source.data, path);
+    const value = valueAt(data, path);
     let message = issue.message;
     if (issue.code === "invalid_type") {
       message =
-        value === undefined ? `is required (${issue.expected})` : `expected ${issue.expected}, got ${JSON.stringify(value)}`;
+        value === undefined
+          ? `is required (${issue.expected})`
+          : `expected ${issue.expected}, got ${JSON.stringify(value)}`;
     } else if (issue.code === "invalid_value" && "values" in issue) {
       message = `${JSON.stringify(value)} is not one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
     }
@@ -104,8 +110,12 @@ export function zodIssues(source: YamlSource, error: z.ZodError): ConfigIssue[] 
 }
 
 /** Reads and validates one YAML file against a schema; throws ConfigError listing every problem. */
-export function parseWith<S extends z.ZodType>(source: YamlSource, schema: S): z.output<S> {
-  const result = schema.safeParse(source.data);
-  if (!result.success) throw new ConfigError(zodIssues(source, result.error));
+export function parseWith<S extends z.ZodType>(
+  source: YamlSource,
+  schema: S,
+  data: unknown = source.data,
+): z.output<S> {
+  const result = schema.safeParse(data);
+  if (!result.success) throw new ConfigError(zodIssues(source, result.error, data));
   return result.data;
 }

@@ -1,0 +1,114 @@
+import type { Logger } from "pino";
+import { BootPlan } from "./bootplan/plan.js";
+import type { LoadedConfig } from "./config/load.js";
+import type { Config } from "./config/schema.js";
+import { makeBootPolicy } from "./dhcp/boot-policy.js";
+import { DhcpServer } from "./dhcp/server.js";
+import { registerSecret } from "./log.js";
+import { templatesDir } from "./package-root.js";
+import { TftpServer } from "./tftp/server.js";
+
+/**
+ * The one process: the boot plan decides, DHCP tells each machine what to load first, TFTP serves it.
+ * Wiring only; each part is usable (and tested) on its own.
+ */
+export class Appliance {
+  private config: Config;
+  private readonly plan: BootPlan;
+  private readonly tftp: TftpServer;
+  private dhcp: DhcpServer | undefined;
+
+  constructor(
+    loaded: LoadedConfig,
+    private readonly logger: Logger,
+  ) {
+    this.config = loaded.config;
+    registerConfigSecrets(this.config);
+    this.plan = new BootPlan({ ...planSections(this.config), logger });
+    this.tftp = new TftpServer({
+      root: this.config.tftp.root,
+      address: this.config.tftp.address,
+      port: this.config.tftp.port,
+      maxBlksize: this.config.tftp.max_blksize,
+      maxWindowsize: this.config.tftp.max_windowsize,
+      timeoutMs: this.config.tftp.timeout_ms,
+      retries: this.config.tftp.retries,
+      maxTransfers: this.config.tftp.max_transfers,
+      provider: this.plan.tftpProvider(),
+      logger: logger.child({ svc: "tftp" }),
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.plan.checkLoaders(this.config.tftp.root);
+    await this.tftp.listen();
+    if (this.config.dhcp.mode !== "off") {
+      this.dhcp = new DhcpServer({
+        config: this.config.dhcp,
+        stateDir: this.config.state_dir,
+        logger: this.logger.child({ svc: "dhcp" }),
+        bootPolicy: this.bootPolicy(),
+        onBinding: (mac, address) => this.plan.noteBinding(mac, address),
+      });
+      await this.dhcp.start();
+    }
+    this.logger.info(
+      { dhcp: this.config.dhcp.mode, machines: this.config.machines?.length ?? 0 },
+      "netboot-appliance started",
+    );
+  }
+
+  private bootPolicy() {
+    const boot = this.config.boot;
+    const nextServer = this.config.dhcp.server_address ?? this.config.tftp.address;
+    return makeBootPolicy({
+      loaders: { x64: boot.loaders.x64?.shim, aa64: boot.loaders.aa64?.shim },
+      httpBaseUrl: boot.http_base_url,
+      nextServer,
+      archOverride: (mac) => this.plan.archFor(mac),
+      isKnown: (mac) => this.plan.isKnown(mac),
+      unknownMachines: this.config.dhcp.unknown_machines,
+    });
+  }
+
+  /** SIGHUP: new config and inventory; leases and running transfers are kept. */
+  async reload(loaded: LoadedConfig): Promise<void> {
+    const next = loaded.config;
+    registerConfigSecrets(next);
+    this.plan.reload({ ...planSections(next), logger: this.logger });
+    if (next.dhcp.mode !== this.config.dhcp.mode || next.tftp.port !== this.config.tftp.port) {
+      this.logger.warn("dhcp mode and tftp port changes need a restart; other changes are applied");
+    }
+    this.config = next;
+    this.dhcp?.reload(next.dhcp, this.bootPolicy());
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.tftp.close(), this.dhcp?.stop()]);
+  }
+}
+
+function planSections(config: Config) {
+  return {
+    boot: config.boot,
+    images: config.images,
+    machines: config.machines ?? [],
+    cinder: config.resolvers.cinder,
+    cacheDir: config.cache_dir,
+    tftpRoot: config.tftp.root,
+    templatesDir: templatesDir(),
+  };
+}
+
+/** Every secret the config resolved is masked wherever it could show up in a log line. */
+function registerConfigSecrets(config: Config): void {
+  for (const machine of config.machines ?? []) {
+    if (machine.volume.resolver === "static" && machine.volume.chap) {
+      registerSecret(machine.volume.chap.password);
+      registerSecret(machine.volume.chap.in_password);
+    }
+  }
+  const auth = config.resolvers.cinder?.auth;
+  if (auth?.type === "password") registerSecret(auth.password);
+  if (auth?.type === "application_credential") registerSecret(auth.secret);
+}
