@@ -5,6 +5,7 @@ import { machinesSchema } from "../bootplan/config.js";
 import { PE_MACHINE, peMachineType } from "../bootplan/pe.js";
 import { ConfigError, type ConfigIssue } from "./errors.js";
 import { type Config, configSchema } from "./schema.js";
+import { withSecretBaseDir } from "./secret.js";
 import { parseWith, YamlSource } from "./yaml-file.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/netboot-appliance/config.yaml";
@@ -70,9 +71,8 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
   }
   applyOverrides(data as Json, overrides);
   applyListenDefaults(data as Json);
-  const config = parseWith(source, configSchema, data);
-  const base =
-    file === undefined && shownName === "(command line)" ? process.cwd() : dirname(resolve(shownName));
+  const base = shownName === "(command line)" ? process.cwd() : dirname(resolve(shownName));
+  const config = withSecretBaseDir(base, () => parseWith(source, configSchema, data));
 
   if (config.inventory !== undefined) {
     if (config.machines !== undefined) {
@@ -80,7 +80,9 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
     }
     const inventoryFile = resolvePath(base, config.inventory);
     const inventory = YamlSource.read(inventoryFile);
-    const machines = parseWith(inventory, z.strictObject({ machines: machinesSchema }));
+    const machines = withSecretBaseDir(dirname(inventoryFile), () =>
+      parseWith(inventory, z.strictObject({ machines: machinesSchema })),
+    );
     config.machines = machines.machines;
   }
   normalisePaths(config, base);

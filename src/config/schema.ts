@@ -16,18 +16,18 @@ export const configSchema = z.strictObject({
       interfaces: z.array(z.string().min(1)).default([]),
       address: z.ipv4({ message: "is not an IPv4 address" }).optional(),
     })
-    .default({ interfaces: [] }),
-  log: z.strictObject({ level: z.enum(LOG_LEVELS).default("info") }).default({ level: "info" }),
+    .prefault({}),
+  log: z.strictObject({ level: z.enum(LOG_LEVELS).default("info") }).prefault({}),
   state_dir: z.string().min(1).default("/var/lib/netboot-appliance"),
   cache_dir: z.string().min(1).default("/var/cache/netboot-appliance"),
-  dhcp: dhcpConfigSchema.default({ mode: "off" } as never),
+  dhcp: dhcpConfigSchema.prefault({}),
   tftp: tftpConfigSchema,
-  boot: bootConfigSchema.default({ loaders: {}, grub: { timeout: 5, extra_entries: [] } }),
+  boot: bootConfigSchema.prefault({ loaders: {} }),
   images: imagesSchema.default({}),
   machines: machinesSchema.optional(),
   /** A separate YAML file holding the `machines:` list (relative to this config file). */
   inventory: z.string().min(1).optional(),
-  resolvers: z.strictObject({ cinder: cinderSchema.optional() }).default({}),
+  resolvers: z.strictObject({ cinder: cinderSchema.optional() }).prefault({}),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 
 /**
@@ -16,13 +17,28 @@ export const secretSchema = z.union([
 ]);
 export type SecretSpec = z.infer<typeof secretSchema>;
 
+/** Relative secret files are relative to the config file being loaded (set by the loader while it parses). */
+let secretBaseDir: string | undefined;
+
+export function withSecretBaseDir<T>(dir: string, parse: () => T): T {
+  const previous = secretBaseDir;
+  secretBaseDir = dir;
+  try {
+    return parse();
+  } finally {
+    secretBaseDir = previous;
+  }
+}
+
 /** Resolves a secret spec to its value; throws an Error with a reason (the caller adds file and field). */
 export function resolveSecret(spec: SecretSpec, env: NodeJS.ProcessEnv = process.env): string {
   if (typeof spec === "string") return spec;
   if ("file" in spec) {
+    const path =
+      isAbsolute(spec.file) || secretBaseDir === undefined ? spec.file : resolve(secretBaseDir, spec.file);
     let text: string;
     try {
-      text = readFileSync(spec.file, "utf8");
+      text = readFileSync(path, "utf8");
     } catch (err) {
       throw new Error(`cannot read secret file ${spec.file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
     }

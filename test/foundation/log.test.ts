@@ -18,10 +18,21 @@ describe("log redaction", () => {
     const { lines, logger } = capture();
     logger.info({ password: "p0-secret", chap: { password: "p1-secret" } }, "a");
     logger.info({ machine: { volume: { chap: { password: "p3-secret", in_password: "p4-secret" } } } }, "b");
-    logger.info({ req: { headers: { "x-auth-token": "tok-secret", "x-subject-token": "subj-secret" } } }, "c");
+    logger.info(
+      { req: { headers: { "x-auth-token": "tok-secret", "x-subject-token": "subj-secret" } } },
+      "c",
+    );
     logger.info({ data: { auth_password: "cinder-secret", auth_method: "CHAP" } }, "d");
     const all = lines.join("");
-    for (const s of ["p0-secret", "p1-secret", "p3-secret", "p4-secret", "tok-secret", "subj-secret", "cinder-secret"]) {
+    for (const s of [
+      "p0-secret",
+      "p1-secret",
+      "p3-secret",
+      "p4-secret",
+      "tok-secret",
+      "subj-secret",
+      "cinder-secret",
+    ]) {
       expect(all).not.toContain(s);
     }
     expect(all).toContain("CHAP");
@@ -32,7 +43,10 @@ describe("log redaction", () => {
     const { lines, logger } = capture();
     registerSecret("Registered-Secret-42");
     logger.warn(`login failed for user with Registered-Secret-42`);
-    logger.info({ cmdline: "iscsi_username=u iscsi_password=hunter2xx iscsi_in_password=other2xx ip=dhcp" }, "x");
+    logger.info(
+      { cmdline: "iscsi_username=u iscsi_password=hunter2xx iscsi_in_password=other2xx ip=dhcp" },
+      "x",
+    );
     logger.info({ cmdline: "netroot=iscsi:user:pa55word@10.0.0.1::3260:1:iqn.2024-01.x:y" }, "y");
     const all = lines.join("");
     expect(all).not.toMatch(/Registered-Secret-42|hunter2xx|other2xx|pa55word/);

@@ -1,0 +1,150 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "../../src/config/errors.js";
+import { loadConfig } from "../../src/config/load.js";
+
+const run = promisify(execFile);
+const CLI = join(import.meta.dirname, "../../dist/src/bin.js");
+
+function tempConfig(text: string, files: Record<string, string | Buffer> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), "nb-config-"));
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+  const file = join(dir, "config.yaml");
+  writeFileSync(file, text);
+  return file;
+}
+
+/** A minimal PE/COFF header with the given machine type, enough for the loader check. */
+function peImage(machine: number): Buffer {
+  const b = Buffer.alloc(512);
+  b.writeUInt16LE(0x5a4d, 0);
+  b.writeUInt32LE(0x80, 0x3c);
+  b.writeUInt32LE(0x00004550, 0x80);
+  b.writeUInt16LE(machine, 0x84);
+  return b;
+}
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run("node", [CLI, ...args]);
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+const BROKEN = `tftp:
+  root: .
+  port: 69
+  max_blksise: 1468
+dhcp:
+  mode: full
+  interfaces: [prov0]
+  subnets:
+    - subnet: 10.0.0.0/24
+      range:
+        start: 10.0.0.300
+        end: 10.0.0.20
+boot:
+  loaders:
+    x64: { shim: x64/shimx64.efi, grub: grubx64.efi }
+`;
+
+describe("config errors name the file, the line and the field", () => {
+  it("reports a typo'd key, an invalid address and a missing loader, each with its line", () => {
+    const file = tempConfig(BROKEN, { "grubx64.efi": peImage(0x8664) });
+    let error: ConfigError | undefined;
+    try {
+      loadConfig(file);
+    } catch (err) {
+      error = err as ConfigError;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const text = error?.message ?? "";
+    expect(text).toContain(`${file}:4 tftp.max_blksise: unknown key`);
+    expect(text).toContain(`${file}:11 dhcp.subnets[0].range.start: 10.0.0.300 is not an IPv4 address`);
+    // The schema errors come first: the loader check needs a valid config.
+    const fixed = tempConfig(
+      BROKEN.replace("max_blksise", "max_blksize").replace("10.0.0.300", "10.0.0.10"),
+      {
+        "grubx64.efi": peImage(0x8664),
+      },
+    );
+    expect(() => loadConfig(fixed)).toThrow(
+      /config\.yaml:15 boot\.loaders\.x64\.shim: .*x64\/shimx64\.efi does not exist/,
+    );
+  });
+
+  it("refuses a loader built for the other architecture", () => {
+    const file = tempConfig(
+      "tftp: { root: . }\nboot:\n  loaders:\n    aa64: { shim: shim.efi, grub: grub.efi }\n",
+      {
+        "shim.efi": peImage(0x8664),
+        "grub.efi": peImage(0xaa64),
+      },
+    );
+    expect(() => loadConfig(file)).toThrow(/:4 boot\.loaders\.aa64\.shim: .*machine type 0x8664, not aa64/);
+  });
+
+  it("reports YAML syntax errors with their line", () => {
+    const file = tempConfig("tftp:\n  root: .\n  port: [69\n");
+    expect(() => loadConfig(file)).toThrow(/config\.yaml:\d+: /);
+  });
+
+  it("netboot check-config exits 2 and prints every problem", async () => {
+    const file = tempConfig(BROKEN);
+    const result = await cli("check-config", "--config", file);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/config\.yaml:4 tftp\.max_blksise: unknown key/);
+    expect(result.stderr).toMatch(
+      /config\.yaml:11 dhcp\.subnets\[0\]\.range\.start: 10\.0\.0\.300 is not an IPv4 address/,
+    );
+  });
+
+  it("netboot check-config accepts a valid config and summarises it", async () => {
+    const file = tempConfig("tftp: { root: ., port: 6969 }\n");
+    const result = await cli("check-config", "--config", file);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("valid");
+    expect(result.stdout).toContain("dhcp:      off");
+  });
+
+  it("secrets come from a file or the environment, and a missing one fails at load", () => {
+    const base = `tftp: { root: . }
+images:
+  img: { kernel: { path: k }, initrd: { path: i }, flavour: dracut }
+machines:
+  - name: n1
+    macs: ["52:54:00:aa:bb:01"]
+    volume:
+      resolver: static
+      portals: ["10.0.0.1:3260"]
+      iqn: iqn.2024-01.org.example:n1
+      lun: 1
+      chap: { username: n1, password: PASSWORD }
+`;
+    const fromFile = tempConfig(base.replace("PASSWORD", "{ file: chap.secret }"), {
+      "chap.secret": "FileSecret1\n",
+      k: "k",
+      i: "i",
+    });
+    const machine = loadConfig(fromFile).config.machines?.[0];
+    expect(machine?.volume.resolver === "static" && machine.volume.chap?.password).toBe("FileSecret1");
+
+    process.env.NB_TEST_CHAP = "EnvSecret22";
+    const fromEnv = tempConfig(base.replace("PASSWORD", "{ env: NB_TEST_CHAP }"), { k: "k", i: "i" });
+    const m2 = loadConfig(fromEnv).config.machines?.[0];
+    expect(m2?.volume.resolver === "static" && m2.volume.chap?.password).toBe("EnvSecret22");
+
+    const missing = tempConfig(base.replace("PASSWORD", "{ env: NB_TEST_UNSET_VAR }"), { k: "k", i: "i" });
+    expect(() => loadConfig(missing)).toThrow(
+      /:12 machines\[0\]\.volume\.chap\.password: environment variable NB_TEST_UNSET_VAR is not set/,
+    );
+  });
+});
