@@ -274,6 +274,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       blksize: negotiated.blksize,
       windowsize: negotiated.windowsize,
       timeoutMs: negotiated.timeoutSec !== undefined ? negotiated.timeoutSec * 1000 : this.opts.timeoutMs,
+      backoff: negotiated.timeoutSec === undefined,
       retries: this.opts.retries,
       oack,
       tsizeRequested: negotiated.tsizeRequested,

@@ -11,6 +11,12 @@ export interface TransferSettings {
   blksize: number;
   windowsize: number;
   timeoutMs: number;
+  /**
+   * Double the interval after each consecutive timeout (up to BACKOFF_CAP_MS). Off when the client set the
+   * timeout option, which RFC 2349 makes the interval to use. Backoff gives a client that only re-ACKs
+   * after its own quiet timeout (atftp) the silence it needs to do so.
+   */
+  backoff: boolean;
   /** Consecutive timeouts without progress before giving up. */
   retries: number;
   /** OACK to send first (empty: start with DATA 1, as RFC 1350). */
@@ -25,6 +31,8 @@ export interface TransferResult {
   retransmits: number;
   reason?: string;
 }
+
+const BACKOFF_CAP_MS = 5_000;
 
 /** Bytes read from the source at a time; the window is served from this buffer without awaiting. */
 const CHUNK_TARGET_BYTES = 256 * 1024;
@@ -115,7 +123,7 @@ export class Transfer {
     if (this.phase === "oack") {
       if (packet.block !== 0) return;
       this.phase = "data";
-      this.tries = 0;
+      this.resetTries();
       this.sendWindow();
       return;
     }
@@ -123,13 +131,21 @@ export class Transfer {
     const acked = this.base - 1 + ((packet.block - (this.base - 1)) & 0xffff);
     if (acked > this.sentUpTo || acked < this.base) return; // stale or duplicate: never resend on it
     this.base = acked + 1;
-    this.tries = 0;
+    this.resetTries();
     if (this.base > this.lastBlock) {
       this.finish("ok");
       return;
     }
     // RFC 7440: an ACK inside the window means the client lost what followed; restart from there.
     this.sendWindow();
+  }
+
+  private resetTries(): void {
+    if (this.tries > 0 && this.settings.backoff) {
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.onTimeout(), this.settings.timeoutMs);
+    }
+    this.tries = 0;
   }
 
   private onTimeout(): void {
@@ -139,10 +155,15 @@ export class Transfer {
       this.finish("timeout", `no answer after ${this.settings.retries} retries`);
       return;
     }
+    if (this.settings.backoff) {
+      const base = this.settings.timeoutMs;
+      const next = Math.min(base * 2 ** this.tries, Math.max(base, BACKOFF_CAP_MS));
+      this.timer = setTimeout(() => this.onTimeout(), next);
+    }
     if (this.phase === "oack" && this.oackPacket) {
       this.retransmits++;
       this.send(this.oackPacket);
-      this.timer?.refresh();
+      if (!this.settings.backoff) this.timer?.refresh();
       return;
     }
     this.retransmits += Math.max(1, this.sentUpTo - this.base + 1);

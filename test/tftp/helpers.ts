@@ -73,7 +73,13 @@ export function fetchWith(
   port: number,
   file: string,
   out: string,
-  opts: { blksize?: number; windowsize?: number; timeoutMs?: number; netns?: string } = {},
+  opts: {
+    blksize?: number;
+    windowsize?: number;
+    timeoutMs?: number;
+    netns?: string;
+    noOptions?: boolean;
+  } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   let cmd: string;
   let args: string[];
@@ -82,6 +88,8 @@ export function fetchWith(
       cmd = "curl";
       args = ["-sS", "--max-time", "120", "-o", out, `tftp://${host}:${port}/${file}`];
       if (opts.blksize) args.push("--tftp-blksize", String(opts.blksize));
+      // curl always asks timeout=5, which the server honours (RFC 2349); without options the server's applies.
+      if (opts.noOptions) args.push("--tftp-no-options");
       break;
     case "tftp-hpa":
       cmd = "tftp";
@@ -89,7 +97,7 @@ export function fetchWith(
       break;
     case "atftp":
       cmd = "atftp";
-      args = ["--get", "-r", file, "-l", out];
+      args = ["--get", "-r", file, "-l", out, "--tftp-timeout", "1"];
       if (opts.blksize) args.push("--option", `blksize ${opts.blksize}`);
       if (opts.windowsize) args.push("--option", `windowsize ${opts.windowsize}`);
       args.push(host, String(port));

@@ -250,14 +250,23 @@ describe("transfers", () => {
     });
   });
 
-  test("retransmits on timeout, gives up after the retry limit", async () => {
+  test("retransmits on timeout with backoff, gives up after the retry limit", async () => {
     await withServer({ timeoutMs: 100, retries: 3 }, async ({ port, records }) => {
       const c = await RawClient.open();
       c.send(encodeRequest("RRQ", "file.bin", "octet"), port);
-      const got = await c.drain(700);
-      expect(got.map((g) => g.packet.op === "DATA" && g.packet.block)).toEqual([1, 1, 1, 1]);
+      const t0 = Date.now();
+      const times: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await c.next(1500);
+        expect(r?.packet.op === "DATA" && r.packet.block).toBe(1);
+        times.push(Date.now() - t0);
+      }
+      // 100, 200, 400 ms between tries
+      expect(times[1]).toBeGreaterThanOrEqual(80);
+      expect((times[3] as number) - (times[2] as number)).toBeGreaterThanOrEqual(300);
       await until(() => records.length === 1);
       expect(records[0]).toMatchObject({ outcome: "timeout", retransmits: 3 });
+      expect(await c.drain(100)).toEqual([]);
       c.close();
     });
   });
