@@ -28,8 +28,10 @@ export async function commandCheckConfig(
     out.push(`           ${arch} grub ${loader.grub} (${fileState(join(config.tftp.root, loader.grub))})`);
   }
   for (const [name, image] of Object.entries(config.images)) {
-    const part = (p: (typeof image)["kernel"]) =>
-      "path" in p ? `${p.path} (${fileState(p.path)})` : `glance ${p.glance_id}`;
+    const part = (p: (typeof image)["kernel"]) => {
+      if (p === undefined) return "(from the volume's Glance metadata)";
+      return "path" in p ? `${p.path} (${fileState(p.path)})` : `glance ${p.glance_id}`;
+    };
     out.push(
       `image:     ${name} (${image.flavour}) kernel ${part(image.kernel)}, initrd ${part(image.initrd)}`,
     );

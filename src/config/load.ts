@@ -102,7 +102,7 @@ function normalisePaths(config: Config, base: string): void {
   config.cache_dir = resolvePath(base, config.cache_dir);
   for (const image of Object.values(config.images)) {
     for (const part of [image.kernel, image.initrd]) {
-      if ("path" in part) part.path = resolvePath(base, part.path);
+      if (part && "path" in part) part.path = resolvePath(base, part.path);
     }
   }
 }
@@ -131,7 +131,7 @@ function semanticIssues(config: Config, source: YamlSource): ConfigIssue[] {
   for (const [name, image] of Object.entries(config.images)) {
     for (const part of ["kernel", "initrd"] as const) {
       const spec = image[part];
-      if ("path" in spec && !existsSync(spec.path)) {
+      if (spec && "path" in spec && !existsSync(spec.path)) {
         issues.push(source.issue(["images", name, part, "path"], `${spec.path} does not exist`));
       }
     }

@@ -1,0 +1,211 @@
+/**
+ * The whole process, as deployed: `netboot serve` with DHCP (full), TFTP and the boot plan in a namespace;
+ * a real DHCP client (udhcpc, as an x64 UEFI PXE client) and a real TFTP client (curl) in another.
+ *
+ *   nbap-srv [nbap-s0 10.79.0.1/24] ── [nbap-c0] nbap-cl
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { Lab, tempDir } from "../dhcp/helpers/netns.js";
+import { commandsAvailable, isRoot, resourceAvailable } from "../support/require.js";
+
+const execFileP = promisify(execFile);
+const ready =
+  resourceAvailable("root (network namespaces)", isRoot()) && commandsAvailable("ip", "udhcpc", "curl");
+const CLI = join(import.meta.dirname, "../../dist/src/bin.js");
+const SRV = "nbap-srv";
+const CL = "nbap-cl";
+const MAC = "52:54:00:79:00:01";
+const CHAP_SECRET = "Chap-Secret-For-Node1";
+
+function peImage(machine: number): Buffer {
+  const b = Buffer.alloc(4096);
+  b.writeUInt16LE(0x5a4d, 0);
+  b.writeUInt32LE(0x80, 0x3c);
+  b.writeUInt32LE(0x00004550, 0x80);
+  b.writeUInt16LE(machine, 0x84);
+  return b;
+}
+
+describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", () => {
+  const lab = new Lab();
+  const dir = tempDir("nbap-");
+  const output: string[] = [];
+  let server: ChildProcess;
+
+  beforeAll(async () => {
+    const root = join(dir, "tftp");
+    mkdirSync(join(root, "x64"), { recursive: true });
+    writeFileSync(join(root, "x64/shimx64.efi"), peImage(0x8664));
+    writeFileSync(join(root, "x64/grubx64.efi"), peImage(0x8664));
+    writeFileSync(join(dir, "vmlinuz"), "kernel bytes");
+    writeFileSync(join(dir, "initrd.img"), "initrd bytes");
+    writeFileSync(join(dir, "chap.secret"), `${CHAP_SECRET}\n`);
+    const config = {
+      listen: { interfaces: ["nbap-s0"], address: "10.79.0.1" },
+      state_dir: join(dir, "state"),
+      cache_dir: join(dir, "cache"),
+      dhcp: {
+        mode: "full",
+        subnets: [
+          {
+            subnet: "10.79.0.0/24",
+            range: { start: "10.79.0.100", end: "10.79.0.150" },
+            interface: "nbap-s0",
+          },
+        ],
+        reservations: [{ mac: MAC, address: "10.79.0.11", hostname: "node1" }],
+      },
+      tftp: { root },
+      boot: { loaders: { x64: { shim: "x64/shimx64.efi", grub: "x64/grubx64.efi" } }, grub: { timeout: 0 } },
+      images: {
+        deb: {
+          kernel: { path: join(dir, "vmlinuz") },
+          initrd: { path: join(dir, "initrd.img") },
+          flavour: "initramfs-tools",
+          root: "UUID=0b7c1f52-9d1e-4a53-8a55-0d1f0b7c1f52",
+          extra_args: ["console=ttyS0,115200"],
+        },
+      },
+      machines: [
+        {
+          name: "node1",
+          macs: [MAC],
+          image: "deb",
+          initiator_iqn: "iqn.2026-11.lab.netboot:node1",
+          volume: {
+            resolver: "static",
+            portals: ["10.79.0.1:3260"],
+            iqn: "iqn.2026-11.lab.netboot:node1-root",
+            lun: 1,
+            chap: { username: "node1", password: { file: "chap.secret" } },
+          },
+        },
+      ],
+    };
+    writeFileSync(join(dir, "config.yaml"), stringify(config));
+
+    lab.ns(SRV);
+    lab.ns(CL);
+    lab.link(SRV, "nbap-s0", "10.79.0.1/24", CL, "nbap-c0", undefined);
+    lab.exec(CL, "ip", ["link", "set", "nbap-c0", "down"]);
+    lab.exec(CL, "ip", ["link", "set", "nbap-c0", "address", MAC]);
+    lab.exec(CL, "ip", ["link", "set", "nbap-c0", "up"]);
+    server = spawn("ip", ["netns", "exec", SRV, "node", CLI, "serve", "--config", join(dir, "config.yaml")], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    lab.children.push(server);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server did not start:\n${output.join("")}`)), 20_000);
+      const onData = (d: Buffer) => {
+        output.push(d.toString());
+        if (output.join("").includes("netboot-appliance started")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      server.stdout?.on("data", onData);
+      server.stderr?.on("data", onData);
+      server.once("exit", (code) => reject(new Error(`server exited ${code}:\n${output.join("")}`)));
+    });
+  }, 60_000);
+
+  afterAll(() => {
+    if (process.env.NB_DEBUG) console.log(output.join(""));
+    lab.cleanup();
+  });
+
+  let clientEnv: Record<string, string> = {};
+
+  it("an x64 UEFI PXE client gets its reserved address, shim for x64 and the appliance as next-server", () => {
+    const envFile = join(dir, "udhcpc.env");
+    const script = join(dir, "udhcpc.sh");
+    writeFileSync(
+      script,
+      `#!/bin/sh\nif [ "$1" = bound ]; then ip addr add "$ip/24" dev "$interface"; env > ${envFile}; fi\n`,
+      { mode: 0o755 },
+    );
+    lab.exec(
+      CL,
+      "udhcpc",
+      [
+        "-i",
+        "nbap-c0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        script,
+        "-x",
+        "0x5d:0007",
+        "-V",
+        "PXEClient:Arch:00007:UNDI:003000",
+        "-O",
+        "bootfile",
+        "-O",
+        "tftp",
+      ],
+      { timeout: 30_000 },
+    );
+    clientEnv = Object.fromEntries(
+      readFileSync(envFile, "utf8")
+        .split("\n")
+        .filter((l) => l.includes("="))
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+    expect(clientEnv.ip).toBe("10.79.0.11");
+    expect(clientEnv.boot_file ?? clientEnv.bootfile).toBe("x64/shimx64.efi");
+    expect(clientEnv.siaddr).toBe("10.79.0.1");
+  });
+
+  async function tftpFromClient(file: string, source?: string): Promise<string> {
+    const args = ["netns", "exec", CL, "curl", "-sS", "--max-time", "10"];
+    if (source) args.push("--interface", source);
+    args.push(`tftp://10.79.0.1/${file}`);
+    const { stdout } = await execFileP("ip", args);
+    return stdout;
+  }
+
+  it("the machine fetches shim, the master GRUB config and its own boot_iscsi config over TFTP", async () => {
+    expect((await tftpFromClient("x64/shimx64.efi")).length).toBe(4096);
+    const master = await tftpFromClient("grub/grub.cfg");
+    expect(master).toContain("net_default_mac");
+    const own = await tftpFromClient(`grub/${MAC}.conf`);
+    expect(own).toMatch(/menuentry .*--id boot_iscsi/);
+    expect(own).toContain("iscsi_target_name=iqn.2026-11.lab.netboot:node1-root");
+    expect(own).toContain("iscsi_initiator=iqn.2026-11.lab.netboot:node1");
+    expect(own).toContain(`iscsi_password=${CHAP_SECRET}`);
+    expect(await tftpFromClient("images/deb/kernel")).toBe("kernel bytes");
+  });
+
+  it("refuses the machine's config to any other address", async () => {
+    lab.exec(CL, "ip", ["addr", "add", "10.79.0.77/24", "dev", "nbap-c0"]);
+    await expect(tftpFromClient(`grub/${MAC}.conf`, "10.79.0.77")).rejects.toThrow();
+  });
+
+  it("logs one line per DHCP exchange and TFTP transfer, and never the CHAP secret", async () => {
+    await new Promise((r) => setTimeout(r, 300));
+    const log = output.join("");
+    expect(log).toMatch(/"msg":"dhcp exchange"/);
+    expect(log).toMatch(/"file":"grub\/52:54:00:79:00:01.conf".*"outcome":"ok"/);
+    expect(log).not.toContain(CHAP_SECRET);
+    const rendered = await execFileP("node", [
+      CLI,
+      "render",
+      "--mac",
+      MAC,
+      "--config",
+      join(dir, "config.yaml"),
+    ]);
+    expect(rendered.stdout).toContain("iscsi_password=********");
+    expect(`${rendered.stdout}${rendered.stderr}`).not.toContain(CHAP_SECRET);
+  });
+});
