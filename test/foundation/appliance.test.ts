@@ -186,6 +186,11 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
     expect(await tftpFromClient("images/deb/kernel")).toBe("kernel bytes");
   });
 
+  it("netboot leases lists the machine's lease from the state directory", async () => {
+    const { stdout } = await execFileP("node", [CLI, "leases", "--config", join(dir, "config.yaml")]);
+    expect(stdout).toMatch(/10\.79\.0\.11\s+52:54:00:79:00:01\s+bound\s+node1/);
+  });
+
   it("refuses the machine's config to any other address", async () => {
     lab.exec(CL, "ip", ["addr", "add", "10.79.0.77/24", "dev", "nbap-c0"]);
     await expect(tftpFromClient(`grub/${MAC}.conf`, "10.79.0.77")).rejects.toThrow();
