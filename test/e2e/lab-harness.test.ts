@@ -46,10 +46,10 @@ describe.skipIf(!ready)("QEMU lab harness", () => {
   });
 
   it("runs tgtd in the namespace with LUN 1 and CHAP, managed from outside, and stops it", async () => {
-    const net = await createLabNetwork();
     const lun = join(work, "lun.img");
     await writeFile(lun, "");
     await truncate(lun, 64 * 1024 * 1024);
+    const net = await createLabNetwork();
     let pid: number | undefined;
     try {
       const target = await startTgtTarget({
@@ -227,11 +227,11 @@ describe.skipIf(!ready)("QEMU lab harness", () => {
           expect(tl.dhcp.find((d) => d.message === "DHCPACK")?.ip).toBe(`${net.subnet}.10`);
           expect(tl.tftp.find((f) => f.file === c.shim && f.outcome === "ok")).toBeDefined();
         } finally {
-          await server.stop();
+          await server?.stop();
           await net.destroy();
         }
         expect(vmPid !== undefined && pidAlive(vmPid)).toBe(false);
-        expect(pidAlive(server.pid)).toBe(false);
+        expect(server !== undefined && pidAlive(server.pid)).toBe(false);
       },
       150_000,
     );
