@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import { archCodeFromVendorClass, archFromCode, isHttpClient, isPxeClient } from "./arch.js";
 import type { BindingListener, BootAnswer, BootPolicy } from "./boot-types.js";
-import { type DhcpConfig, inSubnet, maskOf, type SubnetConfig } from "./config.js";
+import { type DhcpConfig, parseCidr, type SubnetConfig } from "./config.js";
 import type { Lease, LeaseStore } from "./leases.js";
 import {
   enc,
@@ -70,6 +70,12 @@ interface Pool {
   start: number;
   end: number;
   cursor: number;
+  network: number;
+  mask: number;
+}
+
+function contains(pool: Pool, address: string): boolean {
+  return (ipToInt(address) & pool.mask) >>> 0 === pool.network;
 }
 
 interface Offer {
@@ -124,7 +130,8 @@ export class DhcpEngine {
       const start = ipToInt(cfg.range.start);
       const end = ipToInt(cfg.range.end);
       const cursor = oldCursors.get(cfg.subnet) ?? start;
-      return { cfg, start, end, cursor: cursor >= start && cursor <= end ? cursor : start };
+      const { network, mask } = parseCidr(cfg.subnet);
+      return { cfg, start, end, cursor: cursor >= start && cursor <= end ? cursor : start, network, mask };
     });
     this.reservations = new Map(
       config.reservations.map((r) => [r.mac, { address: r.address, hostname: r.hostname }]),
@@ -257,7 +264,7 @@ export class DhcpEngine {
       return this.nak(req, ctx, ex, `${address} is not valid on this network`);
     }
     const reserved = this.reservations.get(ex.mac);
-    if (reserved !== undefined && reserved.address !== address && inSubnet(reserved.address, pool.cfg.subnet))
+    if (reserved !== undefined && reserved.address !== address && contains(pool, reserved.address))
       return this.nak(req, ctx, ex, `${ex.mac} is reserved ${reserved.address}`);
     if (!this.isFree(address, ex.mac, now)) return this.nak(req, ctx, ex, `${address} is in use`);
 
@@ -316,7 +323,7 @@ export class DhcpEngine {
       opts.set(Opt.RenewalTime, enc.u32(t1));
       opts.set(Opt.RebindingTime, enc.u32(t2));
     }
-    opts.set(Opt.SubnetMask, enc.ip(maskOf(c.subnet)));
+    opts.set(Opt.SubnetMask, enc.u32(pool.mask));
     if (c.router) opts.set(Opt.Router, enc.ip(c.router));
     if (c.dns.length > 0) opts.set(Opt.DnsServers, enc.ips(c.dns));
     if (c.domain) opts.set(Opt.DomainName, enc.string(c.domain));
@@ -484,19 +491,19 @@ export class DhcpEngine {
 
   /** Subnet by giaddr (relay), by the arrival interface, or by the interface address. */
   private poolFor(req: DhcpPacket, ctx: ExchangeContext): Pool | undefined {
-    if (req.giaddr !== ZERO) return this.pools.find((p) => inSubnet(req.giaddr, p.cfg.subnet));
+    if (req.giaddr !== ZERO) return this.pools.find((p) => contains(p, req.giaddr));
     return (
       this.pools.find((p) => p.cfg.interface === ctx.iface) ??
-      this.pools.find((p) => p.cfg.interface === undefined && inSubnet(ctx.serverAddress, p.cfg.subnet))
+      this.pools.find((p) => p.cfg.interface === undefined && contains(p, ctx.serverAddress))
     );
   }
 
   private poolContaining(address: string): Pool | undefined {
-    return this.pools.find((p) => inSubnet(address, p.cfg.subnet));
+    return this.pools.find((p) => contains(p, address));
   }
 
   private inRangeOrReserved(pool: Pool, address: string, mac: string): boolean {
-    if (!inSubnet(address, pool.cfg.subnet)) return false;
+    if (!contains(pool, address)) return false;
     if (this.reservedAddresses.get(address) === mac) return true;
     const n = ipToInt(address);
     return n >= pool.start && n <= pool.end;
@@ -522,7 +529,7 @@ export class DhcpEngine {
 
   private allocate(pool: Pool, mac: string, requested: string | undefined, now: number): string | undefined {
     const reserved = this.reservations.get(mac);
-    if (reserved && inSubnet(reserved.address, pool.cfg.subnet)) return reserved.address;
+    if (reserved && contains(pool, reserved.address)) return reserved.address;
     const inRange = (a: string): boolean => {
       const n = ipToInt(a);
       return n >= pool.start && n <= pool.end && !this.reservedAddresses.has(a);

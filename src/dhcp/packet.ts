@@ -189,12 +189,26 @@ function writeIp(buf: Buffer, offset: number, ip: string): void {
  */
 export function encodePacket(p: DhcpPacket, opts: EncodeOptions = {}): EncodeResult {
   const limit = Math.max(opts.maxMessageSize ?? MIN_MAX_MESSAGE, MIN_MAX_MESSAGE) - IP_UDP_HEADERS;
+  const entries: [number, Buffer][] = [];
+  let optionBytes = 0;
+  for (const [code, value] of p.options) {
+    if (code === Opt.Pad || code === Opt.End || code === Opt.Overload) continue;
+    entries.push([code, value]);
+    optionBytes += value.length + 2 * Math.max(1, Math.ceil(value.length / 255));
+  }
+  // Fast path: everything fits in the options area; one allocation, no intermediate buffers.
+  if (HEADER_LENGTH + optionBytes + 1 <= limit) {
+    const buf = Buffer.alloc(Math.max(HEADER_LENGTH + optionBytes + 1, MIN_BOOTP_LENGTH));
+    writeHeader(buf, p);
+    if (p.sname) buf.write(p.sname.slice(0, 63), 44, "latin1");
+    if (p.file) buf.write(p.file.slice(0, 127), 108, "latin1");
+    let off = HEADER_LENGTH;
+    for (const [code, value] of entries) off = writeOption(buf, off, code, value);
+    buf[off] = Opt.End;
+    return { ok: true, buffer: buf, dropped: [] };
+  }
   const dropped: number[] = [];
-  const entries = [...p.options].filter(
-    ([code]) => code !== Opt.Pad && code !== Opt.End && code !== Opt.Overload,
-  );
   const droppable = [...(opts.droppable ?? [])];
-
   for (;;) {
     const encoded = entries.map(([code, value]) => encodeOption(code, value));
     const attempt = layout(p, encoded, limit);
@@ -208,6 +222,39 @@ export function encodePacket(p: DhcpPacket, opts: EncodeOptions = {}): EncodeRes
       dropped.push(victim);
     }
   }
+}
+
+/** Writes one option (split into ≤255-byte parts) at `off`; returns the next offset. */
+function writeOption(buf: Buffer, off: number, code: number, value: Buffer): number {
+  if (value.length === 0) {
+    buf[off] = code;
+    buf[off + 1] = 0;
+    return off + 2;
+  }
+  for (let i = 0; i < value.length; i += 255) {
+    const n = Math.min(255, value.length - i);
+    buf[off] = code;
+    buf[off + 1] = n;
+    value.copy(buf, off + 2, i, i + n);
+    off += 2 + n;
+  }
+  return off;
+}
+
+function writeHeader(buf: Buffer, p: DhcpPacket): void {
+  buf[0] = p.op;
+  buf[1] = p.htype;
+  buf[2] = p.hlen;
+  buf[3] = p.hops;
+  buf.writeUInt32BE(p.xid >>> 0, 4);
+  buf.writeUInt16BE(p.secs & 0xffff, 8);
+  buf.writeUInt16BE(p.flags & 0xffff, 10);
+  writeIp(buf, 12, p.ciaddr);
+  writeIp(buf, 16, p.yiaddr);
+  writeIp(buf, 20, p.siaddr);
+  writeIp(buf, 24, p.giaddr);
+  p.chaddr.copy(buf, 28, 0, 16);
+  buf.writeUInt32BE(MAGIC_COOKIE, 236);
 }
 
 function layout(p: DhcpPacket, encoded: Buffer[], limit: number): Buffer | undefined {
@@ -255,23 +302,11 @@ function layout(p: DhcpPacket, encoded: Buffer[], limit: number): Buffer | undef
   }
   const total = Math.max(HEADER_LENGTH + mainLen + 1, MIN_BOOTP_LENGTH);
   const buf = Buffer.alloc(total);
-  buf[0] = p.op;
-  buf[1] = p.htype;
-  buf[2] = p.hlen;
-  buf[3] = p.hops;
-  buf.writeUInt32BE(p.xid >>> 0, 4);
-  buf.writeUInt16BE(p.secs & 0xffff, 8);
-  buf.writeUInt16BE(p.flags & 0xffff, 10);
-  writeIp(buf, 12, p.ciaddr);
-  writeIp(buf, 16, p.yiaddr);
-  writeIp(buf, 20, p.siaddr);
-  writeIp(buf, 24, p.giaddr);
-  p.chaddr.copy(buf, 28, 0, 16);
+  writeHeader(buf, p);
   if (snameArea) snameArea.copy(buf, 44);
   else buf.write(p.sname.slice(0, 63), 44, "latin1");
   if (fileArea) fileArea.copy(buf, 108);
   else buf.write(p.file.slice(0, 127), 108, "latin1");
-  buf.writeUInt32BE(MAGIC_COOKIE, 236);
   let off = HEADER_LENGTH;
   for (const m of main) {
     m.copy(buf, off);

@@ -76,7 +76,7 @@ export class DhcpServer {
   private receive(bound: BoundSocket, msg: Buffer, rinfo: { address: string; port: number }): void {
     const engine = this.engine;
     if (!engine) return;
-    const serverAddress = this.config.server_address ?? interfaceAddress(bound.iface);
+    const serverAddress = this.config.server_address ?? this.addressOf(bound.iface);
     if (serverAddress === undefined) {
       this.logger.warn({ iface: bound.iface }, "interface has no IPv4 address: datagram dropped");
       return;
@@ -97,6 +97,18 @@ export class DhcpServer {
       .catch((err) => this.logger.error({ err }, "dhcp exchange failed"))
       .finally(() => this.inFlight.delete(work));
     this.inFlight.add(work);
+  }
+
+  private addressCache = new Map<string, { address: string | undefined; at: number }>();
+
+  /** The interface's IPv4 address, looked up at most once a second (os.networkInterfaces is costly). */
+  private addressOf(iface: string): string | undefined {
+    const now = Date.now();
+    const hit = this.addressCache.get(iface);
+    if (hit && now - hit.at < 1000) return hit.address;
+    const address = interfaceAddress(iface);
+    this.addressCache.set(iface, { address, at: now });
+    return address;
   }
 
   /** Stops listening, finishes exchanges in progress and flushes the lease journal. */

@@ -1,0 +1,423 @@
+/**
+ * DHCP benchmark: perfdhcp (kea-admin) against this server, dnsmasq and kea-dhcp4 (memfile, persist),
+ * each alone in a network namespace, same /16 subnet and pool, persistent leases.
+ * For each server: the highest DORA rate with no drops (a rate sweep, then one bisection step),
+ * the latency at that rate, the server's peak RSS. Writes bench/results/dhcp.{md,json}.
+ *
+ *   npm run bench:dhcp        (= npm run build && node dist/bench/dhcp.js)
+ *   node dist/bench/dhcp.js --serve CONFIG.json   (internal: runs this server in the namespace)
+ */
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = join(here, "..", "..");
+
+const SRV_NS = "nbdh-bs";
+const CLI_NS = "nbdh-bc";
+const SRV_IF = "nbdh-b0";
+const CLI_IF = "nbdh-b1";
+const SUBNET = "10.90.0.0/16";
+const POOL = { start: "10.90.1.0", end: "10.90.200.255" };
+const CLIENTS = 40_000;
+const PERIOD_S = 4;
+const RATES = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000];
+
+async function serveMode(configPath: string): Promise<void> {
+  const { pino } = await import("pino");
+  const { dhcpConfigSchema } = await import("../src/dhcp/config.js");
+  const { DhcpServer } = await import("../src/dhcp/server.js");
+  const { makeBootPolicy } = await import("../src/dhcp/boot-policy.js");
+  const spec = JSON.parse(readFileSync(configPath, "utf8"));
+  const logger = pino({ level: "warn" });
+  const server = new DhcpServer({
+    config: dhcpConfigSchema.parse(spec.dhcp),
+    stateDir: spec.stateDir,
+    logger,
+    bootPolicy: makeBootPolicy({
+      loaders: { x64: "x64/shimx64.efi", aa64: "aa64/shimaa64.efi" },
+      nextServer: "10.90.0.1",
+    }),
+  });
+  await server.start();
+  process.stdout.write(`${JSON.stringify({ event: "ready" })}\n`);
+  process.on("SIGTERM", () => {
+    void server.stop().then(() => {
+      process.stdout.write(`${JSON.stringify({ event: "stopped", journal: server.journalStats() })}\n`);
+      process.exit(0);
+    });
+  });
+  process.on("SIGUSR2", () => {
+    process.stdout.write(
+      `${JSON.stringify({ event: "stats", journal: server.journalStats(), counters: server.counters() })}\n`,
+    );
+  });
+}
+
+function sh(cmd: string, args: string[], allowFail = false): string {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  } catch (err) {
+    if (allowFail) return "";
+    throw new Error(`${cmd} ${args.join(" ")}: ${(err as { stderr?: string }).stderr ?? err}`);
+  }
+}
+
+function setupNetwork(): void {
+  teardownNetwork();
+  for (const ns of [SRV_NS, CLI_NS]) {
+    sh("ip", ["netns", "add", ns]);
+    sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+  }
+  sh("ip", ["link", "add", SRV_IF, "netns", SRV_NS, "type", "veth", "peer", "name", CLI_IF, "netns", CLI_NS]);
+  sh("ip", ["-n", SRV_NS, "addr", "add", "10.90.0.1/16", "dev", SRV_IF]);
+  sh("ip", ["-n", CLI_NS, "addr", "add", "10.90.0.2/16", "dev", CLI_IF]);
+  sh("ip", ["-n", SRV_NS, "link", "set", SRV_IF, "up"]);
+  sh("ip", ["-n", CLI_NS, "link", "set", CLI_IF, "up"]);
+}
+
+function teardownNetwork(): void {
+  for (const ns of [SRV_NS, CLI_NS]) sh("ip", ["netns", "del", ns], true);
+}
+
+interface ServerUnderTest {
+  name: string;
+  version: string;
+  durability: string;
+  start(stateDir: string): ChildProcess;
+}
+
+function nodeServer(): ServerUnderTest {
+  return {
+    name: "netboot-appliance",
+    version: "this commit",
+    durability: "journal, fdatasync before every ACK (group commit)",
+    start(stateDir) {
+      const cfg = join(stateDir, "config.json");
+      writeFileSync(
+        cfg,
+        JSON.stringify({
+          stateDir,
+          dhcp: {
+            mode: "full",
+            interfaces: [SRV_IF],
+            subnets: [{ subnet: SUBNET, range: POOL, router: "10.90.0.1", lease_time: 7200 }],
+          },
+        }),
+      );
+      return spawn(
+        "ip",
+        ["netns", "exec", SRV_NS, process.execPath, fileURLToPath(import.meta.url), "--serve", cfg],
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+    },
+  };
+}
+
+function dnsmasqServer(): ServerUnderTest {
+  const version = sh("dnsmasq", ["--version"]).split("\n")[0] ?? "";
+  return {
+    name: "dnsmasq",
+    version,
+    durability: "lease file rewritten, no fsync",
+    start(stateDir) {
+      return spawn(
+        "ip",
+        [
+          "netns",
+          "exec",
+          SRV_NS,
+          "dnsmasq",
+          "--no-daemon",
+          "--port=0",
+          "--conf-file=/dev/null",
+          `--interface=${SRV_IF}`,
+          "--bind-interfaces",
+          `--dhcp-range=${POOL.start},${POOL.end},255.255.0.0,2h`,
+          `--dhcp-leasefile=${join(stateDir, "dnsmasq.leases")}`,
+          `--pid-file=${join(stateDir, "dnsmasq.pid")}`,
+          "--dhcp-lease-max=100000",
+          "--no-ping",
+          "--user=root",
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+    },
+  };
+}
+
+function keaServer(): ServerUnderTest {
+  const version = sh("kea-dhcp4", ["-v"]).trim();
+  return {
+    name: "kea-dhcp4",
+    version,
+    durability: "memfile persist=true (CSV append, no fsync)",
+    start(stateDir) {
+      const cfg = join(stateDir, "kea-dhcp4.json");
+      writeFileSync(
+        cfg,
+        JSON.stringify({
+          Dhcp4: {
+            "interfaces-config": { interfaces: [SRV_IF] },
+            "lease-database": {
+              type: "memfile",
+              persist: true,
+              name: join(stateDir, "kea-leases4.csv"),
+              "lfc-interval": 3600,
+            },
+            "valid-lifetime": 7200,
+            "renew-timer": 3600,
+            "rebind-timer": 6300,
+            subnet4: [
+              {
+                id: 1,
+                subnet: SUBNET,
+                pools: [{ pool: `${POOL.start} - ${POOL.end}` }],
+                "option-data": [{ name: "routers", data: "10.90.0.1" }],
+              },
+            ],
+            loggers: [{ name: "kea-dhcp4", severity: "WARN", output_options: [{ output: "stderr" }] }],
+          },
+        }),
+      );
+      return spawn("ip", ["netns", "exec", SRV_NS, "kea-dhcp4", "-c", cfg], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, KEA_PIDFILE_DIR: stateDir, KEA_LOCKFILE_DIR: stateDir },
+      });
+    },
+  };
+}
+
+interface PerfResult {
+  rate: number;
+  sent: number;
+  drops: number;
+  doLatencyMs: number;
+  raLatencyMs: number;
+  doMaxMs: number;
+  raMaxMs: number;
+}
+
+function parsePerf(rate: number, text: string): PerfResult {
+  const section = (name: string): string =>
+    text.split(`***Statistics for: ${name}***`)[1]?.split("***")[0] ?? "";
+  const num = (sec: string, key: string): number =>
+    Number(new RegExp(`${key}: ([0-9.]+)`).exec(sec)?.[1] ?? Number.NaN);
+  const dO = section("DISCOVER-OFFER");
+  const rA = section("REQUEST-ACK");
+  return {
+    rate,
+    sent: num(dO, "sent packets"),
+    drops: num(dO, "drops") + num(rA, "drops"),
+    doLatencyMs: num(dO, "avg delay"),
+    raLatencyMs: num(rA, "avg delay"),
+    doMaxMs: num(dO, "max delay"),
+    raMaxMs: num(rA, "max delay"),
+  };
+}
+
+function perfdhcp(rate: number, seed: number): PerfResult {
+  // perfdhcp exits non-zero when packets were dropped: its report is on stdout either way.
+  const out = run("ip", [
+    "netns",
+    "exec",
+    CLI_NS,
+    "perfdhcp",
+    "-4",
+    "-l",
+    CLI_IF,
+    "-r",
+    String(rate),
+    "-R",
+    String(CLIENTS),
+    "-s",
+    String(seed),
+    "-p",
+    String(PERIOD_S),
+    "-W",
+    "1000000",
+  ]);
+  return parsePerf(rate, out);
+}
+
+function run(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: (PERIOD_S + 30) * 1000 });
+  if (r.error) throw r.error;
+  return r.stdout;
+}
+
+function peakRssKb(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+function waitReady(child: ChildProcess, name: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let err = "";
+    child.stderr?.on("data", (d) => {
+      err += d.toString();
+    });
+    child.on("exit", (code) => reject(new Error(`${name} exited (${code}): ${err.slice(-2000)}`)));
+    // Every server is given 1.5 s to bind; ours also says so on stdout.
+    setTimeout(resolve, 1500);
+  });
+}
+
+interface ServerResult {
+  name: string;
+  version: string;
+  durability: string;
+  bestRate: number;
+  latencyMs: { discoverOffer: number; requestAck: number; dora: number; maxRequestAck: number } | undefined;
+  peakRssMb: number;
+  steps: PerfResult[];
+  journal?: unknown;
+}
+
+async function benchServer(s: ServerUnderTest): Promise<ServerResult> {
+  const stateDir = mkdtempSync(join(tmpdir(), `nbdh-bench-${s.name}-`));
+  const child = s.start(stateDir);
+  let stdout = "";
+  child.stdout?.on("data", (d) => {
+    stdout += d.toString();
+  });
+  try {
+    return await sweep(s, child, stateDir, () => stdout);
+  } finally {
+    if (child.exitCode === null) child.kill("SIGKILL");
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+async function sweep(
+  s: ServerUnderTest,
+  child: ChildProcess,
+  stateDir: string,
+  stdoutOf: () => string,
+): Promise<ServerResult> {
+  void stateDir;
+  await waitReady(child, s.name);
+  const steps: PerfResult[] = [];
+  let best: PerfResult | undefined;
+  let failed: number | undefined;
+  let seed = 1;
+  for (const rate of RATES) {
+    const r = perfdhcp(rate, seed++);
+    steps.push(r);
+    console.log(
+      `${s.name} rate ${rate}/s: sent ${r.sent} drops ${r.drops} DO ${r.doLatencyMs} ms RA ${r.raLatencyMs} ms`,
+    );
+    if (r.drops === 0 && r.sent > 0) best = r;
+    else {
+      failed = rate;
+      break;
+    }
+  }
+  if (failed !== undefined) {
+    const low = best?.rate ?? 0;
+    const mid = Math.round((low + failed) / 2 / 100) * 100;
+    if (mid > low && mid < failed) {
+      const r = perfdhcp(mid, seed++);
+      steps.push(r);
+      console.log(
+        `${s.name} rate ${mid}/s: sent ${r.sent} drops ${r.drops} DO ${r.doLatencyMs} ms RA ${r.raLatencyMs} ms`,
+      );
+      if (r.drops === 0 && r.sent > 0) best = r;
+    }
+  }
+  const rss = peakRssKb(child.pid as number);
+  child.kill("SIGTERM");
+  await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.on("exit", r)));
+  const journal = stdoutOf()
+    .split("\n")
+    .map((l) => {
+      try {
+        return JSON.parse(l);
+      } catch {
+        return undefined;
+      }
+    })
+    .find((l) => l?.event === "stopped")?.journal;
+  return {
+    name: s.name,
+    version: s.version,
+    durability: s.durability,
+    bestRate: best?.rate ?? 0,
+    latencyMs: best
+      ? {
+          discoverOffer: best.doLatencyMs,
+          requestAck: best.raLatencyMs,
+          dora: +(best.doLatencyMs + best.raLatencyMs).toFixed(3),
+          maxRequestAck: best.raMaxMs,
+        }
+      : undefined,
+    peakRssMb: +(rss / 1024).toFixed(1),
+    steps,
+    journal,
+  };
+}
+
+function markdown(results: ServerResult[], meta: Record<string, unknown>): string {
+  const ours = results.find((r) => r.name === "netboot-appliance");
+  const lines = [
+    "# DHCP benchmark (perfdhcp DORA, no drops)",
+    "",
+    `${meta.date} · ${meta.cpu} · ${meta.cores} cores (shared) · perfdhcp ${meta.perfdhcp} · ${PERIOD_S} s per rate step, ${CLIENTS} simulated clients, pool ${POOL.start}-${POOL.end}`,
+    "",
+    "| server | durability | max DORA/s without drops | DISCOVER→OFFER avg ms | REQUEST→ACK avg ms | REQUEST→ACK max ms | peak RSS MB | ours ÷ this |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const r of results) {
+    const ratio = ours && r.bestRate > 0 ? (ours.bestRate / r.bestRate).toFixed(2) : "-";
+    lines.push(
+      `| ${r.name} (${r.version}) | ${r.durability} | ${r.bestRate} | ${r.latencyMs?.discoverOffer ?? "-"} | ${r.latencyMs?.requestAck ?? "-"} | ${r.latencyMs?.maxRequestAck ?? "-"} | ${r.peakRssMb} | ${ratio} |`,
+    );
+  }
+  lines.push("", "Rate steps (rate: drops):", "");
+  for (const r of results)
+    lines.push(`- ${r.name}: ${r.steps.map((s) => `${s.rate}: ${s.drops}`).join(", ")}`);
+  if (ours?.journal) lines.push("", `Journal (ours): ${JSON.stringify(ours.journal)}`);
+  lines.push("");
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  const serveIdx = process.argv.indexOf("--serve");
+  if (serveIdx !== -1) {
+    await serveMode(process.argv[serveIdx + 1] as string);
+    return;
+  }
+  if (process.getuid?.() !== 0) throw new Error("bench:dhcp needs root (network namespaces)");
+  const started = Date.now();
+  setupNetwork();
+  const results: ServerResult[] = [];
+  try {
+    for (const s of [nodeServer(), keaServer(), dnsmasqServer()]) results.push(await benchServer(s));
+  } finally {
+    teardownNetwork();
+  }
+  const meta = {
+    date: new Date().toISOString(),
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    perfdhcp: sh("perfdhcp", ["-v"], true).trim() || "?",
+    seconds: Math.round((Date.now() - started) / 1000),
+  };
+  const outDir = join(repoRoot, "bench", "results");
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, "dhcp.json"), `${JSON.stringify({ meta, results }, null, 2)}\n`);
+  const md = markdown(results, meta);
+  writeFileSync(join(outDir, "dhcp.md"), md);
+  console.log(md);
+}
+
+await main();
