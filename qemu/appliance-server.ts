@@ -3,17 +3,9 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { packageRoot } from "../src/package-root.js";
 import { type BootServerContext, type BootServerFactory, loaderNames } from "./boot-server.js";
-import type { InitramfsFlavour, RootVolume } from "./cmdline.js";
+import type { RootVolume } from "./cmdline.js";
 import { startDaemon } from "./proc.js";
 import { parseApplianceLine, type ServerLogItem } from "./timeline.js";
-
-/** What the appliance needs to know about the boot, beyond the lab's reference command line. */
-export interface ApplianceBootPlan {
-  flavour: InitramfsFlavour;
-  volume: RootVolume;
-  /** Arguments after the iSCSI/root ones: console, quiet, init=... */
-  extraArgs: string[];
-}
 
 export interface ApplianceServerOptions {
   /** `full`: the appliance is the lab's DHCP server; `proxy`: another server (dnsmasq) hands out addresses. */
@@ -23,8 +15,7 @@ export interface ApplianceServerOptions {
 }
 
 /** The machine's inventory entry: a static volume exactly as the lab's target exports it. */
-function machineEntry(ctx: BootServerContext, plan: ApplianceBootPlan): Record<string, unknown> {
-  const v = plan.volume;
+function machineEntry(ctx: BootServerContext, v: RootVolume): Record<string, unknown> {
   return {
     name: "nblab-vm",
     macs: [ctx.mac],
@@ -46,9 +37,10 @@ function machineEntry(ctx: BootServerContext, plan: ApplianceBootPlan): Record<s
  * loaders in per-architecture folders, the image's kernel and initrd, one machine whose GRUB config
  * (and so its kernel command line) the appliance renders itself from the inventory.
  */
-export function applianceServer(plan: ApplianceBootPlan, opts: ApplianceServerOptions = {}): BootServerFactory {
+export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFactory {
   return async (ctx) => {
     const { net, boot, workDir, logger } = ctx;
+    if (!ctx.volume || !ctx.flavour) throw new Error("the appliance needs the boot's volume and flavour");
     const root = join(workDir, "tftp");
     const names = loaderNames(boot.arch);
     await mkdir(join(root, boot.arch), { recursive: true });
@@ -85,12 +77,12 @@ export function applianceServer(plan: ApplianceBootPlan, opts: ApplianceServerOp
         lab: {
           kernel: { path: boot.kernel },
           initrd: { path: boot.initrd },
-          flavour: plan.flavour,
-          root: `UUID=${plan.volume.rootUuid}`,
-          extra_args: ["rw", ...plan.extraArgs],
+          flavour: ctx.flavour,
+          root: `UUID=${ctx.volume.rootUuid}`,
+          extra_args: ctx.extraArgs ?? [],
         },
       },
-      machines: [machineEntry(ctx, plan)],
+      machines: [machineEntry(ctx, ctx.volume)],
     };
     await opts.customise?.(config, ctx);
     const configFile = join(workDir, "netboot.yaml");

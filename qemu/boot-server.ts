@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { InitramfsFlavour, RootVolume } from "./cmdline.js";
 import type { LabNetwork } from "./netns.js";
 import type { ServerLogItem } from "./timeline.js";
 import type { VmArch } from "./vm.js";
@@ -10,6 +11,7 @@ export interface BootFiles {
   loaderDir: string;
   kernel: string;
   initrd: string;
+  /** The lab's reference command line (dnsmasq serves it in its grub.cfg). */
   cmdline: string;
 }
 
@@ -18,6 +20,13 @@ export interface BootServerContext {
   /** A private folder for this boot (TFTP root, config, leases). */
   workDir: string;
   boot: BootFiles;
+  /**
+   * The same boot as data, for a server that renders its own command line (the appliance does, from
+   * its inventory): the iSCSI root volume, the initramfs flavour, and the arguments after the root ones.
+   */
+  volume?: RootVolume;
+  flavour?: InitramfsFlavour;
+  extraArgs?: string[];
   mac: string;
   logger: Logger;
 }

@@ -24,12 +24,23 @@ export interface CommandLineOptions {
 }
 
 /**
+ * The arguments after the iSCSI and root ones: rw, the serial console, a quiet console, init=.
+ * quiet sets loglevel 4; loglevel=6 after it keeps the few notice lines the timeline reads
+ * (kernel banner, SCSI disk) while hiding hundreds of info lines (TCG pays for every console byte).
+ */
+export function trailingArgs(o: Pick<CommandLineOptions, "arch" | "init" | "quiet">): string[] {
+  const args = ["rw", o.arch === "x64" ? "console=ttyS0,115200" : "console=ttyAMA0,115200"];
+  if (o.quiet !== false) args.push("quiet", "loglevel=6");
+  if (o.init) args.push(`init=${o.init}`);
+  return args;
+}
+
+/**
  * The lab's reference kernel command line (the appliance renders its own from templates).
  * Forms as measured in issue 7: initramfs-tools takes iscsi_* arguments, dracut `netroot=iscsi:`.
  */
 export function kernelCommandLine(o: CommandLineOptions): string {
   const v = o.volume;
-  const console = o.arch === "x64" ? "console=ttyS0,115200" : "console=ttyAMA0,115200";
   const args: string[] = [];
   if (o.flavour === "initramfs-tools") {
     args.push(
@@ -50,10 +61,6 @@ export function kernelCommandLine(o: CommandLineOptions): string {
       `netroot=iscsi:${auth}${v.portalIp}::${v.port}:${v.lun}:${v.targetIqn}`,
     );
   }
-  args.push(`root=UUID=${v.rootUuid}`, "rw", console);
-  // quiet sets loglevel 4; loglevel=6 after it keeps the few notice lines the timeline reads
-  // (kernel banner, "Attached SCSI disk") while hiding the hundreds of info lines.
-  if (o.quiet !== false) args.push("quiet", "loglevel=6");
-  if (o.init) args.push(`init=${o.init}`);
+  args.push(`root=UUID=${v.rootUuid}`, ...trailingArgs(o));
   return args.join(" ");
 }

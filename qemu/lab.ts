@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import pino, { type Logger } from "pino";
 import type { BootServerFactory, RunningBootServer } from "./boot-server.js";
-import { type InitramfsFlavour, kernelCommandLine } from "./cmdline.js";
+import { type InitramfsFlavour, kernelCommandLine, trailingArgs } from "./cmdline.js";
 import { dnsmasqServer } from "./dnsmasq-server.js";
 import { type ChapCredentials, type IscsiTarget, startIscsiTarget } from "./iscsi-target.js";
 import { createLabNetwork, type LabNetwork } from "./netns.js";
@@ -140,26 +140,31 @@ export async function runBoot(opts: BootOptions): Promise<BootResult> {
     target.startWatching(500);
 
     const accel = opts.accel ?? (await probeAccel(arch, workDir, logger));
-    const cmdline = kernelCommandLine({
+    const volume = {
+      portalIp: target.portalIp,
+      port: target.port,
+      targetIqn,
+      lun: target.lun,
+      initiatorIqn,
+      rootUuid,
+      ...(opts.chap ? { chap: opts.chap } : {}),
+    };
+    const lineOptions = {
       arch,
       flavour,
-      volume: {
-        portalIp: target.portalIp,
-        port: target.port,
-        targetIqn,
-        lun: target.lun,
-        initiatorIqn,
-        rootUuid,
-        ...(opts.chap ? { chap: opts.chap } : {}),
-      },
+      volume,
       ...(opts.init === null ? {} : { init: opts.init ?? "/sbin/netboot-marker" }),
-    });
+    };
+    const cmdline = kernelCommandLine(lineOptions);
     const serverFactory = opts.server ?? dnsmasqServer;
     server = await serverFactory({
       net,
       workDir,
       mac,
       logger,
+      volume,
+      flavour,
+      extraArgs: trailingArgs(lineOptions),
       boot: {
         arch,
         loaderDir: join(opts.loaderRoot, arch),
