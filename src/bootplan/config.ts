@@ -251,8 +251,9 @@ const fileSourceSchema = z.union([
 export type FileSource = z.infer<typeof fileSourceSchema>;
 
 export const imageSchema = z.strictObject({
-  kernel: fileSourceSchema,
-  initrd: fileSourceSchema,
+  /** Optional for Cinder volumes whose volume_image_metadata names the kernel and ramdisk. */
+  kernel: fileSourceSchema.optional(),
+  initrd: fileSourceSchema.optional(),
   flavour: z.enum(["initramfs-tools", "dracut"]),
   /** Root filesystem, e.g. UUID=...; required for partition images, else the whole LUN is the root. */
   root: cmdlineWord.optional(),

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform } from "node:stream";
@@ -94,13 +95,14 @@ export class ImageCache {
       },
     });
     try {
-      const out = await open(tmp, "wx", 0o644);
-      try {
-        await pipeline(await glance.download(image.id), meter, out.createWriteStream({ autoClose: false }));
-        await out.sync();
-      } finally {
-        await out.close();
-      }
+      await pipeline(
+        await glance.download(image.id),
+        meter,
+        createWriteStream(tmp, { flags: "wx", mode: 0o644 }),
+      );
+      // The data must be on disk before the rename makes it visible under its final name.
+      const written = await open(tmp, "r+");
+      await written.sync().finally(() => written.close());
       if (hash && expected) {
         const actual = hash.digest("hex");
         if (actual !== expected.toLowerCase())

@@ -28,9 +28,11 @@ export async function bootFileFor(
 }
 
 export async function imageBootFiles(image: NamedImage, cache: ImageCache | undefined) {
+  const { kernel: kernelSource, initrd: initrdSource } = image.config;
+  if (!kernelSource || !initrdSource) throw new Error(`image ${image.name} has no kernel or no initrd`);
   const [kernel, initrd] = await Promise.all([
-    bootFileFor(image.config.kernel, image.name, "kernel", cache),
-    bootFileFor(image.config.initrd, image.name, "initrd", cache),
+    bootFileFor(kernelSource, image.name, "kernel", cache),
+    bootFileFor(initrdSource, image.name, "initrd", cache),
   ]);
   return { kernel, initrd, fallback: kernel.fallback || initrd.fallback };
 }

@@ -111,11 +111,18 @@ export class BootPlan {
         problems.push(
           `machine ${m.name}: volume uses the cinder resolver, but resolvers.cinder is not configured`,
         );
+      const image = opts.images[m.image ?? Object.keys(opts.images)[0] ?? ""];
+      if (m.volume.resolver === "static" && image && (!image.kernel || !image.initrd))
+        problems.push(
+          `machine ${m.name}: image ${m.image ?? ""} needs kernel and initrd for a static volume`,
+        );
       if (m.arch && !opts.boot.loaders[m.arch])
         problems.push(`machine ${m.name}: arch ${m.arch} has no loaders in boot.loaders`);
     }
     const usesGlance = Object.values(opts.images).some(
-      (i) => "glance_id" in i.kernel || "glance_id" in i.initrd,
+      (i) =>
+        (i.kernel !== undefined && "glance_id" in i.kernel) ||
+        (i.initrd !== undefined && "glance_id" in i.initrd),
     );
     if (usesGlance && !opts.cinder)
       problems.push("images: glance_id needs resolvers.cinder (Keystone) to reach Glance");
