@@ -213,7 +213,8 @@ export async function launchVm(opts: LaunchOptions): Promise<RunningVm> {
     const text = cleanSerial(raw);
     if (stream === "stderr") {
       // Our own kill at the end of a boot is not worth a warning.
-      if (text) opts.logger[/terminating on signal/.test(text) ? "debug" : "warn"]({ qemu: text }, "qemu stderr");
+      if (text)
+        opts.logger[/terminating on signal/.test(text) ? "debug" : "warn"]({ qemu: text }, "qemu stderr");
       return;
     }
     if (text === "") return;
