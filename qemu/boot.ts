@@ -58,4 +58,7 @@ console.log(result.ok ? `marker: ${result.marker}` : "marker: NOT SEEN");
 console.log(
   `iSCSI login seen by the target: ${result.targetSawLogin ? `yes (${result.initiators.join(", ")})` : "no"}`,
 );
+console.log(
+  `lab set up in ${(result.setupMs / 1000).toFixed(1)} s (image copy, namespace, tgtd, ${result.timeline.server}, firmware)`,
+);
 process.exitCode = result.ok ? 0 : 1;

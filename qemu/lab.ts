@@ -66,6 +66,8 @@ export interface BootResult {
   /** Names of the lab's processes and namespace, for leak checks. */
   resources: { ns: string; pids: number[]; tgtControlPort?: number };
   serialLog: string | undefined;
+  /** From runBoot's start to QEMU's: root image copy, namespace, tgtd, server, firmware copy. */
+  setupMs: number;
 }
 
 type Cleanup = () => Promise<void>;
@@ -100,6 +102,7 @@ export async function runBoot(opts: BootOptions): Promise<BootResult> {
   const initiatorIqn = `iqn.2026-11.lab.netboot:vm-${mac.replaceAll(":", "")}`;
   const targetIqn = `iqn.2026-11.lab.netboot:root-${image}`;
 
+  const setupStartedAt = Date.now();
   const workDir = await mkdtemp(join(tmpdir(), "nblab-"));
   let net: LabNetwork | undefined;
   let target: IscsiTarget | undefined;
@@ -239,6 +242,7 @@ export async function runBoot(opts: BootOptions): Promise<BootResult> {
       servedFiles,
       resources: { ns: net.ns, pids: [...pids] },
       serialLog: keptSerial,
+      setupMs: vm.startedAt - setupStartedAt,
     };
   } finally {
     await cleanup();
