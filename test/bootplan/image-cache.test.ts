@@ -1,0 +1,98 @@
+import { createHash, randomUUID } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cinderSchema } from "../../src/bootplan/config.js";
+import { ImageCache } from "../../src/bootplan/image-cache.js";
+import { GlanceClient } from "../../src/bootplan/openstack/glance.js";
+import { KeystoneSession } from "../../src/bootplan/openstack/keystone.js";
+import { BootPlan } from "../../src/bootplan/plan.js";
+import { type OpenStackFake, startOpenStackFake } from "../support/openstack-fake.js";
+import { captureLogger, planOptionsFromYaml, tempDir } from "./helpers.js";
+
+describe("Glance image cache", () => {
+  let os: OpenStackFake;
+  const log = captureLogger();
+  const kernelId = randomUUID();
+  const initrdId = randomUUID();
+  // Large enough that concurrent requests overlap with the download.
+  const initrd = Buffer.alloc(8 * 1024 * 1024, 7);
+  let glance: GlanceClient;
+
+  beforeAll(async () => {
+    os = await startOpenStackFake({
+      images: [
+        { id: kernelId, data: Buffer.from("kernel v1\n") },
+        { id: initrdId, data: initrd, os_hash_algo: "sha256" },
+      ],
+    });
+    const cfg = cinderSchema.parse({
+      auth_url: os.authUrl,
+      auth: { type: "password", username: "netboot", password: "keystone-secret", project_name: "baremetal" },
+      timeout_ms: 2000,
+      retries: 0,
+    });
+    glance = new GlanceClient(new KeystoneSession(cfg, log.logger), cfg.timeout_ms);
+  });
+  afterAll(async () => os?.close());
+
+  it("ten concurrent requests for one image download it once, verified, atomically", async () => {
+    const dir = tempDir();
+    const cache = new ImageCache(dir, glance, log.logger);
+    const before = os.calls.length;
+    const results = await Promise.all(Array.from({ length: 10 }, () => cache.get(initrdId)));
+    expect(new Set(results.map((r) => r.path)).size).toBe(1);
+    const file = results[0]?.path ?? "";
+    expect(createHash("sha256").update(readFileSync(file)).digest("hex")).toBe(
+      createHash("sha256").update(initrd).digest("hex"),
+    );
+    expect(os.calls.slice(before).filter((c) => c.path.endsWith("/file"))).toHaveLength(1);
+    expect(readdirSync(join(dir, "glance", initrdId))).toEqual([file.split("/").pop()]);
+  });
+
+  it("a restarted appliance with Glance down serves what it cached before", async () => {
+    const dir = tempDir();
+    await new ImageCache(dir, glance, log.logger).get(kernelId);
+    os.addFault({ path: /^\/image\//, status: 500 });
+    const again = await new ImageCache(dir, glance, log.logger).get(kernelId);
+    os.clearFaults();
+    expect(again.fallback).toBe(true);
+    expect(readFileSync(again.path, "utf8")).toBe("kernel v1\n");
+    // With nothing cached, the error stands.
+    os.addFault({ path: /^\/image\//, status: 500 });
+    await expect(new ImageCache(tempDir(), glance, log.logger).get(kernelId)).rejects.toThrow(/HTTP 500/);
+    os.clearFaults();
+  });
+
+  it("a truncated download is refused and leaves no file", async () => {
+    const dir = tempDir();
+    const cache = new ImageCache(dir, glance, log.logger);
+    os.addFault({ path: /\/file$/, reset: true, times: 1 });
+    await expect(cache.get(initrdId)).rejects.toThrow();
+    expect(readdirSync(join(dir, "glance", initrdId))).toEqual([]);
+  });
+
+  it("static machines can take kernel and initrd from Glance by id", async () => {
+    const yaml = `
+boot:
+  loaders: { x64: { shim: x64/shimx64.efi, grub: x64/grubx64.efi } }
+images:
+  g: { kernel: { glance_id: ${kernelId} }, initrd: { glance_id: ${initrdId} }, flavour: dracut, root: UUID=1 }
+machines:
+  - { name: s1, macs: [52:54:00:cc:00:01], volume: { resolver: static, portals: [10.0.0.5], iqn: iqn.2024-01.org.example:s1, lun: 1 } }
+resolvers:
+  cinder:
+    auth_url: ${os.authUrl}
+    auth: { type: password, username: netboot, password: keystone-secret, project_name: baremetal }
+`;
+    const plan = new BootPlan(planOptionsFromYaml(yaml, { cacheDir: tempDir(), logger: log.logger }));
+    const r = await plan.render("52:54:00:cc:00:01");
+    expect(r.kernelPath).toBe(`glance/${kernelId}`);
+    expect(r.grubConfig).toContain(`linux '/glance/${kernelId}'`);
+    expect(readFileSync(r.kernelFile, "utf8")).toBe("kernel v1\n");
+    expect(await plan.tftpProvider()(`glance/${initrdId}`, { address: "10.0.0.1", port: 1 })).toEqual({
+      kind: "file",
+      path: r.initrdFile,
+    });
+  });
+});
