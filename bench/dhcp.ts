@@ -24,7 +24,7 @@ const SUBNET = "10.90.0.0/16";
 const POOL = { start: "10.90.1.0", end: "10.90.200.255" };
 const CLIENTS = 40_000;
 const PERIOD_S = 4;
-const RATES = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000];
+const RATES = [100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000];
 
 async function serveMode(configPath: string): Promise<void> {
   const { pino } = await import("pino");
@@ -143,6 +143,7 @@ function dnsmasqServer(): ServerUnderTest {
           `--pid-file=${join(stateDir, "dnsmasq.pid")}`,
           "--dhcp-lease-max=100000",
           "--no-ping",
+          "--quiet-dhcp",
           "--user=root",
         ],
         { stdio: ["ignore", "pipe", "pipe"] },
@@ -324,7 +325,7 @@ async function sweep(
   }
   if (failed !== undefined) {
     const low = best?.rate ?? 0;
-    const mid = Math.round((low + failed) / 2 / 100) * 100;
+    const mid = Math.round((low + failed) / 2 / 50) * 50;
     if (mid > low && mid < failed) {
       const r = perfdhcp(mid, seed++);
       steps.push(r);

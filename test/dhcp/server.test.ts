@@ -231,6 +231,54 @@ describe.runIf(ready)("DHCP full mode with real clients", () => {
     expect(reserved.find((l) => l.event === "reply")).toMatchObject({ type: 6 });
   });
 
+  it("quarantines a DECLINEd address and answers INFORM without a lease", async () => {
+    const mac = "02:cc:00:00:00:0d";
+    const first = ack(dora(mac, {}));
+    const declined = first?.yiaddr as string;
+    runClient(lab, CL, {
+      iface: "nbdh-c0",
+      mac,
+      mode: "request",
+      messageType: 4,
+      requested: declined,
+      serverId: "10.77.0.1",
+      timeoutMs: 300,
+    });
+    await server.waitFor(
+      (l) =>
+        l.msg === "dhcp exchange" && l.type === "DECLINE" && l.outcome === "declined" && l.ip === declined,
+    );
+    // neither the decliner nor anyone else is offered the quarantined address
+    for (const m of [mac, "02:cc:00:00:00:0e"]) {
+      const offer = runClient(lab, CL, { iface: "nbdh-c0", mac: m, mode: "discover" }).find(
+        (l) => l.event === "reply",
+      );
+      expect(offer?.yiaddr).toMatch(/^10\.77\.0\./);
+      expect(offer?.yiaddr).not.toBe(declined);
+    }
+    lab.exec(CL, "ip", ["addr", "add", "10.77.0.77/24", "dev", "nbdh-c0"]);
+    try {
+      const inform = runClient(lab, CL, {
+        iface: "nbdh-c0",
+        mac: "02:cc:00:00:00:0f",
+        mode: "request",
+        messageType: 8,
+        ciaddr: "10.77.0.77",
+        target: "10.77.0.1",
+      });
+      const reply = inform.find((l) => l.event === "reply") as {
+        type: number;
+        yiaddr: string;
+        options: Record<string, unknown>;
+      };
+      expect(reply).toMatchObject({ type: 5, yiaddr: "0.0.0.0" });
+      expect(reply.options[51]).toBeUndefined();
+      expect(reply.options[3]).toEqual(["10.77.0.1"]);
+    } finally {
+      lab.exec(CL, "ip", ["addr", "del", "10.77.0.77/24", "dev", "nbdh-c0"]);
+    }
+  });
+
   it("ignores a REQUEST for another server's offer (server identifier)", () => {
     const lines = runClient(lab, CL, {
       iface: "nbdh-c0",

@@ -1,6 +1,6 @@
 /** Network namespaces and veth pairs for the DHCP tests; every name starts with "nbdh". */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -131,8 +131,22 @@ export function writeJson(path: string, value: unknown): string {
   return path;
 }
 
-/** Compiles src/dhcp and the fixtures to dist/ (the same layout as `npm run build`). */
+/** Compiles src/dhcp and the fixtures to dist/ (the same layout as `npm run build`), when out of date. */
 export function buildFixtures(): void {
+  const newest = (dir: string): number =>
+    Math.max(
+      0,
+      ...readdirSync(dir)
+        .filter((f) => f.endsWith(".ts"))
+        .map((f) => statSync(join(dir, f)).mtimeMs),
+    );
+  const sources = Math.max(newest(join(repoRoot, "src/dhcp")), newest(join(repoRoot, "test/dhcp/fixtures")));
+  const built = Math.min(
+    ...[serveJs, clientJs, join(repoRoot, "dist/src/dhcp/server.js")].map((f) =>
+      existsSync(f) ? statSync(f).mtimeMs : 0,
+    ),
+  );
+  if (built > sources) return;
   sh(
     process.execPath,
     [
