@@ -190,6 +190,59 @@ describe.runIf(ready)("DHCP full mode with real clients", () => {
     lab.exec(CL, "ip", ["addr", "del", `${address}/24`, "dev", "nbdh-c0"]);
   });
 
+  it.runIf(commandsAvailable("dhcpcd"))(
+    "dhcpcd gets a lease, renews it (-n) and releases it (-k)",
+    async () => {
+      const daemon = lab.spawn(CL, "dhcpcd", [
+        "-4",
+        "-B",
+        "--noipv4ll",
+        "-c",
+        "/bin/true",
+        "-f",
+        "/dev/null",
+        "nbdh-c0",
+      ]);
+      try {
+        const bound = await server.waitFor(
+          (l) => l.msg === "dhcp exchange" && l.outcome === "ack" && !String(l.mac).startsWith("02:"),
+          20_000,
+        );
+        expect(String(bound.ip)).toMatch(/^10\.77\.0\.1\d\d$/);
+        for (
+          let i = 0;
+          i < 50 &&
+          !lab.exec(CL, "ip", ["-4", "addr", "show", "dev", "nbdh-c0"]).includes(`inet ${bound.ip}/`);
+          i++
+        )
+          await new Promise((r) => setTimeout(r, 100));
+        expect(lab.exec(CL, "ip", ["-4", "addr", "show", "dev", "nbdh-c0"])).toContain(`inet ${bound.ip}/24`);
+        const acks = () =>
+          server.lines.filter((l) => l.msg === "dhcp exchange" && l.outcome === "ack" && l.mac === bound.mac)
+            .length;
+        const before = acks();
+        lab.exec(CL, "dhcpcd", ["-4", "-n", "nbdh-c0"]); // rebind/renew now
+        await server.waitFor(
+          (l) => l.msg === "dhcp exchange" && l.outcome === "ack" && l.mac === bound.mac && acks() > before,
+          20_000,
+        );
+        lab.exec(CL, "dhcpcd", ["-4", "-k", "nbdh-c0"]);
+        await server.waitFor(
+          (l) =>
+            l.msg === "dhcp exchange" &&
+            l.type === "RELEASE" &&
+            l.mac === bound.mac &&
+            l.outcome === "released",
+          20_000,
+        );
+      } finally {
+        if (daemon.exitCode === null) daemon.kill("SIGTERM");
+        lab.exec(CL, "ip", ["-4", "addr", "flush", "dev", "nbdh-c0"], { allowFail: true });
+        lab.exec(CL, "ip", ["-4", "route", "flush", "dev", "nbdh-c0"], { allowFail: true });
+      }
+    },
+  );
+
   it("renews by unicast (ciaddr) and NAKs a wrong requested address", async () => {
     const mac = "02:cc:00:00:00:01";
     const first = ack(dora(mac, {}));
