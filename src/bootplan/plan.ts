@@ -17,7 +17,7 @@ import {
   UnresolvableMachineError,
   type VolumeResolver,
 } from "./resolver.js";
-import { CinderResolver } from "./resolvers/cinder.js";
+import { type CinderMemory, CinderResolver, newCinderMemory } from "./resolvers/cinder.js";
 import { StaticResolver } from "./resolvers/static.js";
 
 export interface BootPlanOptions {
@@ -78,8 +78,11 @@ export class BootPlan {
   /** TFTP path → file for kernels and initrds handed out by renders (Glance files live in the cache). */
   private readonly served = new Map<string, string>();
 
+  /** Cinder attachments and last good answers survive reloads (a SIGHUP during an outage keeps them). */
+  private readonly cinderMemory = newCinderMemory();
+
   constructor(opts: BootPlanOptions) {
-    this.state = BootPlan.build(opts);
+    this.state = BootPlan.build(opts, this.cinderMemory);
   }
 
   private get log(): Logger {
@@ -88,7 +91,7 @@ export class BootPlan {
 
   /** Replaces config, inventory, resolvers and templates; keeps DHCP bindings. */
   reload(opts: BootPlanOptions): void {
-    this.state = BootPlan.build(opts);
+    this.state = BootPlan.build(opts, this.cinderMemory);
     this.served.clear();
     this.log.info(
       { machines: opts.machines.length, images: Object.keys(opts.images).length },
@@ -96,7 +99,7 @@ export class BootPlan {
     );
   }
 
-  private static build(opts: BootPlanOptions): State {
+  private static build(opts: BootPlanOptions, cinderMemory: CinderMemory): State {
     const byMac = new Map<string, Machine>();
     const byName = new Map<string, Machine>();
     const problems: string[] = [];
@@ -145,7 +148,7 @@ export class BootPlan {
         opts.cinder.microversion,
         opts.cinder.endpoint_override,
       );
-      cinderResolver = new CinderResolver(client, cache, opts.logger);
+      cinderResolver = new CinderResolver(client, cache, opts.logger, cinderMemory);
     }
     // autoescape is HTML escaping: wrong for GRUB. Values go through grub_quote explicitly.
     const env = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.templatesDir), {

@@ -59,7 +59,7 @@ resolvers:
   cinder:
     auth_url: ${os.authUrl}
     auth: ${auth}
-    timeout_ms: 400
+    timeout_ms: 1500
     retries: 1
 ${extra}
 `;
@@ -196,14 +196,15 @@ describe("Cinder resolver against the OpenStack fake", () => {
   });
 
   it("a slow Cinder costs a bounded time and falls back to the last known good connection", async () => {
-    os.addFault({ path: /\/volumes\//, delayMs: 3000 });
+    os.addFault({ path: /\/volumes\//, delayMs: 6000 });
     const started = Date.now();
     const r = await plan.render("52:54:00:aa:00:01");
     const ms = Date.now() - started;
     expect(r.fallback).toBe(true);
     expect(parseDracutCmdline(r.cmdline).targets[0]?.targetName).toBe(TARGET);
-    // timeout_ms 400 x (1 + retries 1) + backoff 200
-    expect(ms).toBeLessThan(1500);
+    // timeout_ms 1500 x (1 + retries 1) + backoff 200 = 3200, some slack for a loaded machine
+    expect(ms).toBeGreaterThanOrEqual(3000);
+    expect(ms).toBeLessThan(4500);
     expect(log.text()).toContain("using the last known good connection info");
     console.log(`slow cinder: fell back after ${ms} ms`);
   });
@@ -221,6 +222,19 @@ describe("Cinder resolver against the OpenStack fake", () => {
     expect(r.fallback).toBe(true);
     expect(readFileSync(r.kernelFile, "utf8")).toBe(`vmlinuz for ${VOL}\n`.repeat(1000));
     expect(log.lines().some((l) => l.msg === "glance unavailable: using the cached image file")).toBe(true);
+  });
+
+  it("a reload (SIGHUP) during an outage keeps the last known good answer and the attachment", async () => {
+    plan.reload(planOptionsFromYaml(config(os, PASSWORD_AUTH), { cacheDir, logger: log.logger }));
+    os.addFault({ path: /\/volumes\//, status: 503 });
+    const r = await plan.render("52:54:00:aa:00:01");
+    expect(r.fallback).toBe(true);
+    os.clearFaults();
+    const before = os.calls.length;
+    await plan.render("52:54:00:aa:00:01");
+    expect(
+      os.calls.slice(before).filter((c) => c.method === "POST" && c.path.endsWith("/attachments")),
+    ).toHaveLength(0);
   });
 
   it("without a last good answer, an unreachable Cinder leaves the machine without config, with a clear log line", async () => {

@@ -55,7 +55,7 @@ resolvers:
   cinder:
     auth_url: ${os.authUrl}
     auth: { type: password, username: netboot, password: ${KEYSTONE}, project_name: baremetal }
-    timeout_ms: 300
+    timeout_ms: 1500
     retries: 0
 `;
     plan = new BootPlan(planOptionsFromYaml(yaml, { cacheDir: tempDir(), logger: log.logger }));

@@ -13,6 +13,18 @@ import {
   type VolumeResolver,
 } from "../resolver.js";
 
+/** What the resolver remembers between boots; kept across config reloads. */
+export interface CinderMemory {
+  /** machine/volume → attachment id, so a reboot updates its attachment instead of making another. */
+  attachments: Map<string, string>;
+  /** machine/volume → last good answer, used while OpenStack is unreachable. */
+  lastGood: Map<string, ResolvedBoot>;
+}
+
+export function newCinderMemory(): CinderMemory {
+  return { attachments: new Map(), lastGood: new Map() };
+}
+
 const PLATFORM = { x64: "x86_64", aa64: "aarch64" } as const;
 
 /**
@@ -22,14 +34,18 @@ const PLATFORM = { x64: "x86_64", aa64: "aarch64" } as const;
  */
 export class CinderResolver implements VolumeResolver {
   readonly name = "cinder" as const;
-  private readonly attachments = new Map<string, string>();
-  private readonly lastGood = new Map<string, ResolvedBoot>();
+  private readonly attachments: Map<string, string>;
+  private readonly lastGood: Map<string, ResolvedBoot>;
 
   constructor(
     private readonly cinder: CinderClient,
     private readonly cache: ImageCache,
     private readonly logger: Logger,
-  ) {}
+    memory: CinderMemory = newCinderMemory(),
+  ) {
+    this.attachments = memory.attachments;
+    this.lastGood = memory.lastGood;
+  }
 
   async resolve(machine: Machine, image: NamedImage | undefined, ctx: ResolveContext): Promise<ResolvedBoot> {
     const volume = machine.volume;
