@@ -9,6 +9,7 @@ export type EventKind =
   | "firmware-pxe"
   | "kernel-start"
   | "iscsi-login"
+  | "root-disk"
   | "root-mounted"
   | "marker"
   | "time-limit";
@@ -194,10 +195,10 @@ export function parseApplianceLine(line: string, at: number): ServerLogItem | un
 const SERIAL_EVENTS: { kind: EventKind; re: RegExp }[] = [
   { kind: "firmware-pxe", re: /Start PXE over IPv4/ },
   { kind: "kernel-start", re: /Linux version \d|EFI stub: |^\[\s*0\.0+\]/ },
-  {
-    kind: "iscsi-login",
-    re: /iSCSI Initiator over TCP\/IP|Attached SCSI disk|iscsistart: .*(logged in|Connection)|Login to \[iface|Connection\d+:\d+ to \[target/,
-  },
+  // open-iscsi initramfs (iscsistart) and dracut (iscsid) both say "... is operational now".
+  { kind: "iscsi-login", re: /is operational now|iSCSI Initiator over TCP\/IP|Login to \[iface/ },
+  // A notice, so still visible with quiet loglevel=6; the ext4 mount line below is an info line.
+  { kind: "root-disk", re: /\] Attached SCSI disk/ },
   {
     kind: "root-mounted",
     re: /EXT4-fs \([^)]+\): mounted filesystem|Run \/\S+ as init process|VFS: Mounted root/,
