@@ -58,9 +58,9 @@ export function buildKernelArgs(input: CmdlineInput): string[] {
   const { target } = input;
   const args: string[] = [];
   if (input.flavour === "dracut") {
-    // root=iscsi: would make dracut ignore every netroot= (no multipath), so whole-LUN roots use
-    // root=/dev/root plus the same udev rule... which only root=iscsi: installs. Hence: with one
-    // portal and no root, root=iscsi:; otherwise root=<fs> and one netroot= per portal.
+    // A whole-LUN root needs root=iscsi: (only that form installs dracut's udev rule for
+    // /dev/root), but root=iscsi: makes dracut ignore every netroot=, so it allows one portal.
+    // Otherwise: root=<fs> and one netroot= per portal (multipath).
     if (input.root === undefined && target.portals.length === 1 && target.portals[0]) {
       args.push(`root=${dracutNetroot(target, target.portals[0])}`);
     } else {

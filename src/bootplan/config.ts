@@ -279,7 +279,14 @@ const tftpPathSchema = z
 export const loaderSchema = z.strictObject({ shim: tftpPathSchema, grub: tftpPathSchema });
 
 const grubEntrySchema = z.strictObject({
-  title: z.string().min(1).max(200),
+  title: z
+    .string()
+    .min(1)
+    .max(200)
+    .refine(
+      (t) => ![...t].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f),
+      "must be one line without control characters",
+    ),
   /** GRUB commands, one per line, written verbatim into the entry. */
   commands: z.array(z.string().refine((l) => !/[\r\n]/.test(l), "one command per line")).min(1),
 });

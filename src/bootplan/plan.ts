@@ -61,6 +61,7 @@ const GRUB_ALIAS: Record<string, BootArch> = { "grubx64.efi": "x64", "grubaa64.e
 interface State {
   opts: BootPlanOptions;
   byMac: Map<string, Machine>;
+  byUuid: Map<string, Machine>;
   byName: Map<string, Machine>;
   env: nunjucks.Environment;
   resolvers: { static: VolumeResolver; cinder: VolumeResolver | undefined };
@@ -75,6 +76,7 @@ interface State {
 export class BootPlan {
   private state: State;
   private readonly bindings = new Map<string, string>();
+  private readonly uuids = new Map<string, string>();
   /** TFTP path → file for kernels and initrds handed out by renders (Glance files live in the cache). */
   private readonly served = new Map<string, string>();
 
@@ -101,11 +103,13 @@ export class BootPlan {
 
   private static build(opts: BootPlanOptions, cinderMemory: CinderMemory): State {
     const byMac = new Map<string, Machine>();
+    const byUuid = new Map<string, Machine>();
     const byName = new Map<string, Machine>();
     const problems: string[] = [];
     for (const m of opts.machines) {
       byName.set(m.name, m);
       for (const mac of m.macs) byMac.set(mac, m);
+      if (m.uuid) byUuid.set(m.uuid, m);
       if (m.image !== undefined && !(m.image in opts.images))
         problems.push(`machine ${m.name}: image ${m.image} is not defined in images`);
       if (m.image === undefined && Object.keys(opts.images).length !== 1 && m.volume.resolver === "static")
@@ -162,6 +166,7 @@ export class BootPlan {
     return {
       opts,
       byMac,
+      byUuid,
       byName,
       env,
       cache,
@@ -169,19 +174,31 @@ export class BootPlan {
     };
   }
 
-  /** The inventory machine with this MAC (any format), not the default machine. */
-  findMachine(mac: string): Machine | undefined {
+  /**
+   * The inventory machine with this MAC (any format), or else with this SMBIOS UUID (DHCP option 97,
+   * given now or noted earlier for this MAC). Never the default machine.
+   */
+  findMachine(mac: string, uuid?: string): Machine | undefined {
     const normal = normaliseMac(mac);
-    return normal === undefined ? undefined : this.state.byMac.get(normal);
+    const own = normal === undefined ? undefined : this.state.byMac.get(normal);
+    if (own) return own;
+    const id = uuid ?? (normal === undefined ? undefined : this.uuids.get(normal));
+    return id === undefined ? undefined : this.state.byUuid.get(id.toLowerCase());
   }
 
-  isKnown(mac: string): boolean {
-    return this.findMachine(mac) !== undefined;
+  isKnown(mac: string, uuid?: string): boolean {
+    return this.findMachine(mac, uuid) !== undefined;
   }
 
-  /** The inventory's architecture override for this MAC, if any. */
-  archFor(mac: string): BootArch | undefined {
-    return this.findMachine(mac)?.arch;
+  /** The inventory's architecture override for this machine, if any. */
+  archFor(mac: string, uuid?: string): BootArch | undefined {
+    return this.findMachine(mac, uuid)?.arch;
+  }
+
+  /** DHCP saw this MAC with this machine UUID: GRUB's later request by MAC finds the machine by UUID. */
+  noteUuid(mac: string, uuid: string): void {
+    const normal = normaliseMac(mac);
+    if (normal !== undefined) this.uuids.set(normal, uuid.toLowerCase());
   }
 
   /** The machine a MAC boots as: its own entry, or the configured default machine. */

@@ -104,6 +104,7 @@ machines:
       chap: { username: node03, password: ${SECRET} }
   - name: whole
     macs: [52:54:00:00:00:04]
+    uuid: 8F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9
     image: whole-disk
     volume: { resolver: static, portals: [10.0.0.6], iqn: iqn.2024-01.org.example:whole, lun: 1 }
 `;
@@ -229,6 +230,16 @@ describe("boot plan rendering (static resolver)", () => {
     expect(plan.isKnown("52:54:00:00:00:02")).toBe(true);
     const r = await plan.render("52:54:00:00:00:99");
     expect(r).toMatchObject({ machine: "plain", viaDefault: true, mac: "52:54:00:00:00:99" });
+  });
+
+  it("finds a machine by its SMBIOS UUID when it boots from a NIC not in the inventory", async () => {
+    const uuid = "8f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+    expect(plan.findMachine("52:54:00:00:00:77")).toBeUndefined();
+    expect(plan.findMachine("52:54:00:00:00:77", uuid.toUpperCase())?.name).toBe("whole");
+    plan.noteUuid("52:54:00:00:00:77", uuid);
+    expect(plan.isKnown("52:54:00:00:00:77")).toBe(true);
+    const r = await plan.render("52:54:00:00:00:77");
+    expect(r).toMatchObject({ machine: "whole", viaDefault: false });
   });
 
   it("a machine whose values cannot be expressed gets no config and a named error", async () => {
