@@ -79,11 +79,21 @@ in_chroot() {
   DEBIAN_FRONTEND=noninteractive LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$root" "$@"
 }
 
-# debootstrap minbase with a persistent .deb cache so rebuilds do not download again.
+# debootstrap minbase with a persistent .deb cache so rebuilds do not download again. The
+# untouched result is kept as a tarball keyed by its inputs, so a recipe change that only
+# touches configuration does not run debootstrap again.
 bootstrap_rootfs() {
   local arch=$1 root=$2 include=$3
-  local debs="$CACHE/debs/$SUITE-$arch"
-  mkdir -p "$debs"
+  local debs="$CACHE/debs/$SUITE-$arch" key base
+  key=$(printf '%s|' "$SUITE" "$arch" "$include" "$(debian_mirror)" "$(dpkg-query -W -f='${Version}' debootstrap)" "${BASE_EXTRA_KEY:-}" |
+    sha256sum | cut -c1-16)
+  base="$CACHE/base/$SUITE-$arch-$key.tar"
+  mkdir -p "$debs" "$CACHE/base" "$root"
+  if [ -f "$base" ]; then
+    log "reusing debootstrap base $(basename "$base")"
+    tar -C "$root" --numeric-owner -xpf "$base"
+    return 0
+  fi
   local extra=()
   [ "$arch" != "$(dpkg --print-architecture)" ] && extra+=(--foreign)
   log "debootstrap $SUITE $arch (minbase) from $(debian_mirror)"
@@ -93,6 +103,24 @@ bootstrap_rootfs() {
       tail -20 "$root.debootstrap.log" >&2
       die "debootstrap failed (log: $root.debootstrap.log)"
     }
+  if [ ${#extra[@]} -gt 0 ]; then
+    # Foreign architecture: the second stage runs the target's binaries through qemu-user.
+    log "debootstrap second stage ($arch, emulated)"
+    chroot "$root" /debootstrap/debootstrap --second-stage >>"$root.debootstrap.log" 2>&1 ||
+      {
+        tail -20 "$root.debootstrap.log" >&2
+        die "debootstrap second stage failed (log: $root.debootstrap.log)"
+      }
+  fi
+  tar -C "$root" --numeric-owner -cpf "$base.tmp" . && mv "$base.tmp" "$base"
+}
+
+# arm64 binaries must run on this amd64 host (qemu-user through binfmt_misc, fix-binary flag).
+ensure_arm64_emulation() {
+  ensure_packages qemu-user-static binfmt-support
+  mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >/dev/null
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "binfmt_misc has no qemu-aarch64 entry"
 }
 
 # Files every flavour shares: the marker, its systemd unit, a quiet small system.
@@ -174,7 +202,7 @@ write_manifest() {
 install_initramfs_tools_config() {
   local root=$1 iqn=$2
   sed -i 's/^MODULES=.*/MODULES=netboot/' "$root/etc/initramfs-tools/initramfs.conf"
-  printf '%s\n' virtio_net virtio_pci ext4 iscsi_tcp >>"$root/etc/initramfs-tools/modules"
+  printf '%s\n' virtio_net virtio_pci virtio_mmio ext4 iscsi_tcp sd_mod >>"$root/etc/initramfs-tools/modules"
   install -m 0755 "$IMAGES_DIR/files/initramfs-tools/hooks/netboot-nic" "$root/etc/initramfs-tools/hooks/"
   install -m 0755 "$IMAGES_DIR/files/initramfs-tools/scripts/init-premount/netboot-nic-up" \
     "$root/etc/initramfs-tools/scripts/init-premount/"
