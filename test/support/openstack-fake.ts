@@ -118,14 +118,26 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
 
   const tokens = new Map<string, number>();
   const volumes = new Map<string, FakeVolume & { kernelId?: string; ramdiskId?: string }>();
-  const images = new Map<string, FakeImage & { created: string; updated: string }>();
+  // Checksums are computed once per upload, as Glance stores them with the image.
+  const images = new Map<
+    string,
+    FakeImage & { created: string; updated: string; md5: string; multihash: string }
+  >();
   const attachments = new Map<string, { id: string; volumeId: string; connector: unknown; status: string }>();
   const calls: FakeCall[] = [];
   const faults: (FakeFault & { used: number })[] = [];
 
   const setImage = (image: FakeImage) => {
     const now = new Date().toISOString();
-    images.set(image.id, { ...image, created: images.get(image.id)?.created ?? now, updated: now });
+    images.set(image.id, {
+      ...image,
+      created: images.get(image.id)?.created ?? now,
+      updated: now,
+      md5: createHash("md5").update(image.data).digest("hex"),
+      multihash: createHash(image.os_hash_algo ?? "sha512")
+        .update(image.data)
+        .digest("hex"),
+    });
   };
   const setVolume = (volume: FakeVolume) => {
     const v: FakeVolume & { kernelId?: string; ramdiskId?: string } = { ...volume };
@@ -568,7 +580,7 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
       }
       const algo = image.os_hash_algo ?? "sha512";
       if (g[2]) {
-        const md5 = createHash("md5").update(image.data).digest("hex");
+        const md5 = image.md5;
         res.writeHead(200, {
           "content-type": "application/octet-stream",
           "content-length": image.data.length,
@@ -586,9 +598,9 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
         visibility: "private",
         size: image.data.length,
         virtual_size: null,
-        checksum: createHash("md5").update(image.data).digest("hex"),
+        checksum: image.md5,
         os_hash_algo: algo,
-        os_hash_value: image.os_hash_value ?? createHash(algo).update(image.data).digest("hex"),
+        os_hash_value: image.os_hash_value ?? image.multihash,
         protected: false,
         tags: [],
         created_at: image.created,
