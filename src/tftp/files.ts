@@ -9,6 +9,8 @@ export interface BlockSource {
   readonly size: number;
   /** Reads up to `length` bytes at `offset`; shorter only at end of file. */
   read(offset: number, length: number): Promise<Buffer>;
+  /** Fills `targets` in order from `offset` (one readv for a file); returns the bytes placed. */
+  readInto(targets: Buffer[], offset: number): Promise<number>;
   /** The transfer is done with it. Idempotent. */
   release(): void;
 }
@@ -17,6 +19,11 @@ export function bufferSource(data: Buffer): BlockSource {
   return {
     size: data.length,
     read: async (offset, length) => data.subarray(offset, Math.min(data.length, offset + length)),
+    readInto: async (targets, offset) => {
+      let pos = offset;
+      for (const t of targets) pos += data.copy(t, 0, Math.min(pos, data.length));
+      return pos - offset;
+    },
     release: () => {},
   };
 }
@@ -105,6 +112,27 @@ export class SharedFileCache {
           done += bytesRead;
         }
         return done === len ? buf : buf.subarray(0, done);
+      },
+      readInto: async (targets, offset) => {
+        let done = 0;
+        let pending = targets;
+        // readv may stop short (signals, page cache misses): continue from where it stopped.
+        while (pending.length > 0 && offset + done < shared.size) {
+          const { bytesRead } = await shared.handle.readv(pending, offset + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+          let skip = bytesRead;
+          const rest: Buffer[] = [];
+          for (const t of pending) {
+            if (skip >= t.length) skip -= t.length;
+            else {
+              rest.push(skip > 0 ? t.subarray(skip) : t);
+              skip = 0;
+            }
+          }
+          pending = rest;
+        }
+        return done;
       },
       release: () => {
         if (released) return;

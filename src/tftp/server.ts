@@ -178,7 +178,12 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   }
 
   private async openTransferSocket(): Promise<Socket> {
-    const socket = createSocket(this.socketType());
+    // Client addresses are IP literals: answering the lookup synchronously spares dns.lookup and a tick per send.
+    const family = this.socketType() === "udp6" ? 6 : 4;
+    const socket = createSocket({
+      type: this.socketType(),
+      lookup: (host, _opts, cb) => cb(null, host, family),
+    });
     socket.on("error", (err) => this.log.debug({ err }, "tftp transfer socket error"));
     await new Promise<void>((resolve, reject) => {
       socket.once("error", reject);

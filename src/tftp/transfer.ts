@@ -4,7 +4,7 @@
  */
 import type { RemoteInfo, Socket } from "node:dgram";
 import type { BlockSource } from "./files.js";
-import { decodePacket, ErrorCode, encodeDataHeader, encodeError, encodeOack } from "./packet.js";
+import { decodePacket, ErrorCode, encodeError, encodeOack, Opcode } from "./packet.js";
 import type { TftpTransferRecord } from "./provider.js";
 
 export interface TransferSettings {
@@ -34,8 +34,11 @@ export interface TransferResult {
 
 const BACKOFF_CAP_MS = 5_000;
 
-/** Bytes read from the source at a time; the window is served from this buffer without awaiting. */
-const CHUNK_TARGET_BYTES = 256 * 1024;
+/**
+ * File bytes read at a time. They land (one readv) straight into ready-made DATA packets, header
+ * included, so sending a block, or sending it again, is one send of one buffer with no copy.
+ */
+const CHUNK_TARGET_BYTES = 128 * 1024;
 
 export class Transfer {
   private readonly lastBlock: number;
@@ -48,9 +51,10 @@ export class Transfer {
   private retransmits = 0;
   /** Bumped for each window: an async read that finds it changed stops sending its stale window. */
   private generation = 0;
-  private chunkStart = -1;
-  private chunk: Buffer = Buffer.alloc(0);
-  private readonly chunkBytes: number;
+  /** First block held in `packets`, and the DATA packets themselves (each 4 + data bytes). */
+  private chunkFirst = -1;
+  private packets: Buffer[] = [];
+  private readonly chunkBlocks: number;
   private timer: NodeJS.Timeout | undefined;
   private oackPacket: Buffer | undefined;
   private resolveDone!: (r: TransferResult) => void;
@@ -67,8 +71,7 @@ export class Transfer {
     private readonly settings: TransferSettings,
   ) {
     this.lastBlock = Math.floor(source.size / settings.blksize) + 1;
-    const blocks = Math.max(1, Math.floor(Math.max(CHUNK_TARGET_BYTES, settings.blksize) / settings.blksize));
-    this.chunkBytes = blocks * settings.blksize;
+    this.chunkBlocks = Math.max(1, Math.floor(CHUNK_TARGET_BYTES / settings.blksize));
     this.done = new Promise((resolve) => {
       this.resolveDone = resolve;
     });
@@ -93,10 +96,12 @@ export class Transfer {
     this.finish("error", message);
   }
 
-  private send(packet: Buffer | Buffer[]): void {
-    this.socket.send(packet, this.client.port, this.client.address, () => {
-      // Send errors (ENOBUFS, unreachable) are retried by the timeout like a lost packet.
-    });
+  /**
+   * No completion callback: a send that completes at once then costs nothing more. Send errors
+   * (ENOBUFS, unreachable) reach the socket's error listener and are retried by the timeout like a loss.
+   */
+  private send(packet: Buffer): void {
+    this.socket.send(packet, this.client.port, this.client.address);
   }
 
   private onMessage(msg: Buffer, rinfo: RemoteInfo): void {
@@ -178,16 +183,10 @@ export class Transfer {
   }
 
   private sendBlocks(from: number, end: number, gen: number): void {
-    const { blksize } = this.settings;
     for (let block = from; block <= end; block++) {
-      const offset = (block - 1) * blksize;
-      const length = Math.max(0, Math.min(blksize, this.source.size - offset));
-      let data: Buffer;
-      if (length === 0) data = Buffer.alloc(0);
-      else if (offset >= this.chunkStart && offset + length <= this.chunkStart + this.chunk.length)
-        data = this.chunk.subarray(offset - this.chunkStart, offset - this.chunkStart + length);
-      else {
-        this.loadChunk(offset).then(
+      const packet = block >= this.chunkFirst ? this.packets[block - this.chunkFirst] : undefined;
+      if (packet === undefined) {
+        this.loadChunk(block).then(
           () => {
             if (gen === this.generation && this.phase === "data") this.sendBlocks(block, end, gen);
           },
@@ -199,16 +198,35 @@ export class Transfer {
         );
         return;
       }
-      this.send([encodeDataHeader(block), data]);
+      this.send(packet);
       if (block > this.sentUpTo) this.sentUpTo = block;
     }
     this.timer?.refresh();
   }
 
-  private async loadChunk(offset: number): Promise<void> {
-    const buf = await this.source.read(offset, this.chunkBytes);
-    this.chunkStart = offset;
-    this.chunk = buf;
+  /** Builds the DATA packets for `first` and the blocks after it, up to a chunk or the last block. */
+  private async loadChunk(first: number): Promise<void> {
+    const { blksize } = this.settings;
+    const count = Math.min(this.chunkBlocks, this.lastBlock - first + 1);
+    const offset = (first - 1) * blksize;
+    const dataBytes = Math.max(0, Math.min(count * blksize, this.source.size - offset));
+    const store = Buffer.allocUnsafe(count * 4 + dataBytes);
+    const packets: Buffer[] = [];
+    const targets: Buffer[] = [];
+    let pos = 0;
+    for (let i = 0; i < count; i++) {
+      const len = Math.max(0, Math.min(blksize, this.source.size - offset - i * blksize));
+      const packet = store.subarray(pos, pos + 4 + len);
+      packet.writeUInt16BE(Opcode.DATA, 0);
+      packet.writeUInt16BE((first + i) & 0xffff, 2);
+      if (len > 0) targets.push(packet.subarray(4));
+      packets.push(packet);
+      pos += 4 + len;
+    }
+    const got = targets.length > 0 ? await this.source.readInto(targets, offset) : 0;
+    if (got < dataBytes) throw new Error(`file shrank: ${got} of ${dataBytes} bytes at ${offset}`);
+    this.chunkFirst = first;
+    this.packets = packets;
   }
 
   private finish(outcome: TransferResult["outcome"], reason?: string): void {
