@@ -72,6 +72,8 @@ interface Pool {
   cursor: number;
   network: number;
   mask: number;
+  /** After a full scan found nothing, skip scanning until then (a flood must not cost O(pool) each). */
+  exhaustedUntil: number;
 }
 
 function contains(pool: Pool, address: string): boolean {
@@ -131,7 +133,15 @@ export class DhcpEngine {
       const end = ipToInt(cfg.range.end);
       const cursor = oldCursors.get(cfg.subnet) ?? start;
       const { network, mask } = parseCidr(cfg.subnet);
-      return { cfg, start, end, cursor: cursor >= start && cursor <= end ? cursor : start, network, mask };
+      return {
+        cfg,
+        start,
+        end,
+        cursor: cursor >= start && cursor <= end ? cursor : start,
+        network,
+        mask,
+        exhaustedUntil: 0,
+      };
     });
     this.reservations = new Map(
       config.reservations.map((r) => [r.mac, { address: r.address, hostname: r.hostname }]),
@@ -223,6 +233,8 @@ export class DhcpEngine {
         if (!lease || lease.mac !== ex.mac || lease.state !== "bound")
           return this.none(ex, "release-unknown");
         await this.store.commit([{ ...lease, expires: now, state: "free" }]);
+        const released = this.poolContaining(req.ciaddr);
+        if (released) released.exhaustedUntil = 0;
         return this.none(ex, "released");
       }
       case MessageType.Inform: {
@@ -542,7 +554,7 @@ export class DhcpEngine {
     if (requested !== undefined && inRange(requested) && this.isFree(requested, mac, now)) return requested;
     // Two passes from the cursor: never-used addresses first, then expired or released ones.
     const size = pool.end - pool.start + 1;
-    for (const pass of [0, 1]) {
+    for (const pass of now < pool.exhaustedUntil ? [] : [0, 1]) {
       let n = pool.cursor;
       for (let i = 0; i < size; i++) {
         const a = intToIp(n);
@@ -557,6 +569,7 @@ export class DhcpEngine {
         }
       }
     }
+    if (now >= pool.exhaustedUntil) pool.exhaustedUntil = now + 1000;
     const last = this.exhaustedLoggedAt.get(pool.cfg.subnet) ?? 0;
     if (now - last > 10_000) {
       this.exhaustedLoggedAt.set(pool.cfg.subnet, now);
