@@ -179,7 +179,7 @@ describe("packet codec", () => {
       return seed;
     };
     let ok = 0;
-    for (let i = 0; i < 20000; i++) {
+    for (let i = 0; i < 10000; i++) {
       const len = rand() % 700;
       const buf = Buffer.alloc(len);
       for (let j = 0; j < len; j++) buf[j] = rand() & 255;

@@ -42,7 +42,7 @@ describe.runIf(ready)("lease journal survives kill -9 during a flood", () => {
 
   const acked = new Map<string, string>();
 
-  it.each([700, 1500, 2300])("kill -9 after %i ms of flood, restart, compare", async (killAfterMs) => {
+  it.each([700, 1900])("kill -9 after %i ms of flood, restart, compare", async (killAfterMs) => {
     const { child, out } = startServer(lab, "nbdh-cs", spec, dir);
     await out.waitFor((l) => l.event === "ready", 15_000);
     // The scripted client (port 68, SO_REUSEADDR) starts first; perfdhcp adds load beside it.
