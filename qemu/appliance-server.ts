@@ -1,4 +1,4 @@
-import { mkdir, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { packageRoot } from "../src/package-root.js";
@@ -44,8 +44,9 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
     const root = join(workDir, "tftp");
     const names = loaderNames(boot.arch);
     await mkdir(join(root, boot.arch), { recursive: true });
+    // Copies, not links: the TFTP jail refuses a symlink that leads out of its root.
     for (const file of [names.shim, names.grub, names.mok]) {
-      await symlink(join(boot.loaderDir, file), join(root, boot.arch, file));
+      await copyFile(join(boot.loaderDir, file), join(root, boot.arch, file));
     }
     const mode = opts.dhcpMode ?? "full";
     const config: Record<string, unknown> = {
@@ -107,7 +108,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
     const ok = await Promise.race([
       ready.then(() => true),
       d.exited.then(() => false),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 20_000)),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 60_000)),
     ]);
     if (!ok) {
       await d.stop(1_000);
