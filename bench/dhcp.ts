@@ -222,7 +222,7 @@ function parsePerf(rate: number, text: string): PerfResult {
   };
 }
 
-function perfdhcp(rate: number, seed: number): PerfResult {
+function perfdhcp(rate: number, seed: number, periodS = PERIOD_S): PerfResult {
   // perfdhcp exits non-zero when packets were dropped: its report is on stdout either way.
   const out = run("ip", [
     "netns",
@@ -239,7 +239,7 @@ function perfdhcp(rate: number, seed: number): PerfResult {
     "-s",
     String(seed),
     "-p",
-    String(PERIOD_S),
+    String(periodS),
     "-W",
     "1000000",
   ]);
