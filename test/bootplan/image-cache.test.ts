@@ -29,7 +29,7 @@ describe("Glance image cache", () => {
     const cfg = cinderSchema.parse({
       auth_url: os.authUrl,
       auth: { type: "password", username: "netboot", password: "keystone-secret", project_name: "baremetal" },
-      timeout_ms: 2000,
+      timeout_ms: 5000,
       retries: 0,
     });
     glance = new GlanceClient(new KeystoneSession(cfg, log.logger), cfg.timeout_ms);
@@ -70,6 +70,24 @@ describe("Glance image cache", () => {
     os.addFault({ path: /\/file$/, reset: true, times: 1 });
     await expect(cache.get(initrdId)).rejects.toThrow();
     expect(readdirSync(join(dir, "glance", initrdId))).toEqual([]);
+  });
+
+  it("a slow but live download may take longer than timeout_ms; a stalled one may not", async () => {
+    const cfg = cinderSchema.parse({
+      auth_url: os.authUrl,
+      auth: { type: "password", username: "netboot", password: "keystone-secret", project_name: "baremetal" },
+      timeout_ms: 1000,
+      retries: 0,
+    });
+    const slowGlance = new GlanceClient(new KeystoneSession(cfg, log.logger), cfg.timeout_ms);
+    const id = randomUUID();
+    os.setImage({ id, data: Buffer.alloc(64 * 1024, 3), trickle: { chunkBytes: 4096, delayMs: 150 } });
+    const started = Date.now();
+    const got = await new ImageCache(tempDir(), slowGlance, log.logger).get(id);
+    expect(Date.now() - started).toBeGreaterThan(2000);
+    expect(readFileSync(got.path).length).toBe(64 * 1024);
+    os.setImage({ id, data: Buffer.alloc(16 * 1024, 4), trickle: { chunkBytes: 8192, delayMs: 2500 } });
+    await expect(new ImageCache(tempDir(), slowGlance, log.logger).get(id)).rejects.toThrow(/[Tt]imeout/);
   });
 
   it("static machines can take kernel and initrd from Glance by id", async () => {

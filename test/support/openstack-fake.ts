@@ -45,6 +45,8 @@ export interface FakeImage {
   /** Override to serve a wrong checksum. */
   os_hash_value?: string;
   status?: string;
+  /** Send the data in chunks with a pause between them (a slow but live Glance). */
+  trickle?: { chunkBytes: number; delayMs: number };
 }
 
 export interface FakeFault {
@@ -586,7 +588,14 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
           "content-length": image.data.length,
           "content-md5": md5,
         });
-        res.end(image.data);
+        if (image.trickle) {
+          const { chunkBytes, delayMs } = image.trickle;
+          for (let off = 0; off < image.data.length && !res.destroyed; off += chunkBytes) {
+            res.write(image.data.subarray(off, off + chunkBytes));
+            await new Promise((r) => setTimeout(r, delayMs));
+          }
+        }
+        res.end(image.trickle ? undefined : image.data);
         return 200;
       }
       send(res, 200, {

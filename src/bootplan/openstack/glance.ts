@@ -52,7 +52,8 @@ export class GlanceClient {
     const { url, token } = await this.base();
     return got.stream(`${url}/v2/images/${encodeURIComponent(id)}/file`, {
       headers: { "x-auth-token": token },
-      timeout: { connect: this.timeoutMs, response: this.timeoutMs, read: this.timeoutMs },
+      // got's `read` bounds the whole body; `socket` bounds inactivity, which is what a large initrd needs.
+      timeout: { connect: this.timeoutMs, response: this.timeoutMs, socket: this.timeoutMs },
       retry: { limit: 0 },
     });
   }
