@@ -22,12 +22,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
 const resultsDir = join(repoRoot, "bench", "results");
 
-const SINGLE_BYTES = 16 * 1024 * 1024;
+const SINGLE_BYTES = 8 * 1024 * 1024;
 const CONC_BYTES = 64 * 1024 * 1024;
 const CONC_CLIENTS = 50;
 const BLKSIZES = [512, 1428, 8192];
 const WINDOWS = [1, 4, 16];
-const REPEATS = 2;
+const REPEATS = 3;
 const CONC_PATH = "veth";
 
 type ServerName = "ours" | "tftpd-hpa" | "dnsmasq";
@@ -51,6 +51,8 @@ interface SingleResult {
   seconds: number;
   mbps: number;
   cpuSeconds: number;
+  /** Ours only: blocks sent again over all repeats. */
+  retransmits?: number;
 }
 interface ConcurrentResult {
   path: string;
@@ -61,6 +63,7 @@ interface ConcurrentResult {
   aggregateMbps: number;
   cpuSeconds: number;
   peakTreeRss: number;
+  retransmits?: number;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -68,6 +71,8 @@ function sleep(ms: number): Promise<void> {
 }
 
 const clients = new Set<ChildProcess>();
+/** Totals from our server's transfer log lines. */
+const ourLog = { retransmits: 0, notOk: 0 };
 
 function atftp(
   ns: string,
@@ -120,8 +125,24 @@ async function startServers(ns: string, root: string): Promise<RunningServer[]> 
       "65464",
       "64",
     ],
-    { stdio: ["ignore", "pipe", "ignore"] },
+    { stdio: ["ignore", "pipe", "pipe"] },
   );
+  // Its transfer log lines tell how many blocks were sent again: a window too big for a path shows there.
+  let pending = "";
+  ours.stderr?.on("data", (d: Buffer) => {
+    pending += d.toString();
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    for (const line of lines)
+      try {
+        const rec = JSON.parse(line) as { msg?: string; retransmits?: number; outcome?: string };
+        if (rec.msg !== "tftp transfer") continue;
+        ourLog.retransmits += rec.retransmits ?? 0;
+        if (rec.outcome !== "ok") ourLog.notOk++;
+      } catch {
+        // not JSON
+      }
+  });
   await new Promise<void>((resolve, reject) => {
     ours.stdout?.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
     ours.on("exit", (c) => reject(new Error(`our server exited ${c}`)));
@@ -177,6 +198,7 @@ async function singleStream(
 ): Promise<SingleResult> {
   let best = Number.POSITIVE_INFINITY;
   let cpu = 0;
+  const rtx0 = ourLog.retransmits;
   for (let i = 0; i < REPEATS; i++) {
     const mon = monitorTree(s.pid);
     const t0 = process.hrtime.bigint();
@@ -197,11 +219,13 @@ async function singleStream(
     seconds: best,
     mbps: SINGLE_BYTES / 1e6 / best,
     cpuSeconds: cpu / REPEATS,
+    ...(s.name === "ours" ? { retransmits: ourLog.retransmits - rtx0 } : {}),
   };
 }
 
 async function concurrent(path: PathDef, s: RunningServer): Promise<ConcurrentResult> {
   const mon = monitorTree(s.pid, 100);
+  const rtx0 = ourLog.retransmits;
   const t0 = process.hrtime.bigint();
   const codes = await Promise.all(
     Array.from({ length: CONC_CLIENTS }, () => atftp(path.clientNs, path.host, s.port, "conc.bin", 1428, 4)),
@@ -218,6 +242,7 @@ async function concurrent(path: PathDef, s: RunningServer): Promise<ConcurrentRe
     aggregateMbps: ((CONC_CLIENTS - failed) * CONC_BYTES) / 1e6 / secs,
     cpuSeconds: cpu,
     peakTreeRss: peak,
+    ...(s.name === "ours" ? { retransmits: ourLog.retransmits - rtx0 } : {}),
   };
 }
 
@@ -325,6 +350,7 @@ function buildReport(
       r.cpuSeconds.toFixed(2),
       hpa ? hpa.cpuSeconds.toFixed(2) : "n/a",
       dns ? dns.cpuSeconds.toFixed(2) : "n/a",
+      r.retransmits ?? 0,
     ]);
   }
   const concRows = conc.map((c) => {
@@ -338,6 +364,7 @@ function buildReport(
       c.server === "ours" ? "1.00x" : ratio(ours?.aggregateMbps, c.aggregateMbps),
       mib(c.peakTreeRss),
       c.cpuSeconds.toFixed(2),
+      c.retransmits ?? "",
     ];
   });
   const md = [
@@ -375,7 +402,17 @@ function buildReport(
     "Peak RSS is the largest sum of VmRSS over the server's process tree seen while the clients ran (sampled every 100 ms).",
     "",
     markdownTable(
-      ["path", "server", "ok", "seconds", "aggregate MB/s", "ours vs this", "peak RSS MiB", "CPU s"],
+      [
+        "path",
+        "server",
+        "ok",
+        "seconds",
+        "aggregate MB/s",
+        "ours vs this",
+        "peak RSS MiB",
+        "CPU s",
+        "our retransmits",
+      ],
       concRows,
     ),
     "",

@@ -54,6 +54,8 @@ export class Transfer {
   /** First block held in `packets`, and the DATA packets themselves (each 4 + data bytes). */
   private chunkFirst = -1;
   private packets: Buffer[] = [];
+  /** The chunk after the current one, read ahead while the current one is being sent. */
+  private prefetch: { first: number; ready: Promise<Buffer[]> } | undefined;
   private readonly chunkBlocks: number;
   private timer: NodeJS.Timeout | undefined;
   private oackPacket: Buffer | undefined;
@@ -202,10 +204,31 @@ export class Transfer {
       if (block > this.sentUpTo) this.sentUpTo = block;
     }
     this.timer?.refresh();
+    this.readAhead(end);
+  }
+
+  /** Past the middle of the current chunk, start reading the next one so the window never waits on disk. */
+  private readAhead(sentBlock: number): void {
+    const next = this.chunkFirst + this.packets.length;
+    if (this.prefetch?.first === next || next > this.lastBlock) return;
+    if (sentBlock < this.chunkFirst + this.packets.length / 2) return;
+    const ready = this.buildPackets(next);
+    ready.catch(() => {}); // a failed read-ahead is retried, and reported, by the read that needs it
+    this.prefetch = { first: next, ready };
+  }
+
+  private async loadChunk(first: number): Promise<void> {
+    const ahead = this.prefetch;
+    this.prefetch = undefined;
+    let packets: Buffer[] | undefined;
+    if (ahead?.first === first) packets = await ahead.ready.catch(() => undefined);
+    packets ??= await this.buildPackets(first);
+    this.chunkFirst = first;
+    this.packets = packets;
   }
 
   /** Builds the DATA packets for `first` and the blocks after it, up to a chunk or the last block. */
-  private async loadChunk(first: number): Promise<void> {
+  private async buildPackets(first: number): Promise<Buffer[]> {
     const { blksize } = this.settings;
     const count = Math.min(this.chunkBlocks, this.lastBlock - first + 1);
     const offset = (first - 1) * blksize;
@@ -225,8 +248,7 @@ export class Transfer {
     }
     const got = targets.length > 0 ? await this.source.readInto(targets, offset) : 0;
     if (got < dataBytes) throw new Error(`file shrank: ${got} of ${dataBytes} bytes at ${offset}`);
-    this.chunkFirst = first;
-    this.packets = packets;
+    return packets;
   }
 
   private finish(outcome: TransferResult["outcome"], reason?: string): void {
