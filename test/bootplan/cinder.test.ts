@@ -96,6 +96,16 @@ describe("Cinder resolver against the OpenStack fake", () => {
     expect(text).not.toMatch(/gAAAAA[0-9a-f]{10}/);
   });
 
+  it("prefetches the volumes' kernels and initrds without attaching anything", async () => {
+    const before = os.calls.length;
+    // "gone" and "cold" are not (yet) known to Cinder
+    expect(await plan.prefetchImages()).toEqual({ fetched: 4, failed: 2 });
+    const calls = os.calls.slice(before);
+    expect(calls.filter((c) => c.path.endsWith("/file"))).toHaveLength(4);
+    expect(calls.filter((c) => c.path.includes("/attachments"))).toHaveLength(0);
+    expect(os.attachments()).toHaveLength(0);
+  });
+
   it("resolves through Keystone, the attachments API (3.44) and Glance", async () => {
     const r = await plan.render("52:54:00:aa:00:01", "x64");
     expect(r).toMatchObject({ machine: "cnode1", resolver: "cinder", fallback: false });
@@ -151,6 +161,7 @@ describe("Cinder resolver against the OpenStack fake", () => {
     expect(r.initrdPath).toBe(`glance/${ramdiskId}`);
     expect(readFileSync(r.kernelFile, "utf8")).toBe(`vmlinuz for ${VOL}\n`.repeat(1000));
     expect(r.kernelFile.startsWith(cacheDir)).toBe(true);
+    expect(os.calls.filter((c) => c.path.endsWith("/file"))).toHaveLength(4); // prefetched, not downloaded again
     const served = await plan.tftpProvider()(r.initrdPath, { address: "10.0.0.9", port: 1 });
     expect(served).toEqual({ kind: "file", path: r.initrdFile });
   });
