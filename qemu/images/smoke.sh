@@ -103,6 +103,7 @@ dracut)
   ;;
 *) die "unknown initramfs flavour $flavour" ;;
 esac
+cmdline="$cmdline panic=-1"
 [ "$mode" = marker ] && cmdline="$cmdline init=/sbin/netboot-marker"
 [ $quiet = yes ] && cmdline="$cmdline quiet"
 
@@ -137,7 +138,7 @@ set -e
 sessions=$(grep -c 'iscsi\|login' "$tmp/tgtd.log" || true)
 marker=$(grep -m1 'NETBOOT-E2E-OK' "$tmp/console.log" || true)
 if [ -n "$marker" ]; then
-  log "MARKER at ${marker%% *} s (qemu rc $rc): ${marker#* }"
+  log "MARKER at $(awk '{print $1}' <<<"$marker") s (qemu rc $rc): $(sed 's/^ *[0-9.]* //' <<<"$marker")"
   grep -m1 -E 'Linux version' "$tmp/console.log" | awk '{print "  first kernel line at " $1 " s"}' >&2 || true
   grep -m1 -E 'Attached SCSI disk' "$tmp/console.log" | awk '{print "  iSCSI disk attached at " $1 " s"}' >&2 || true
   [ -n "${NETBOOT_SMOKE_KEEP_LOG:-}" ] && cp "$tmp/console.log" "$NETBOOT_SMOKE_KEEP_LOG"
