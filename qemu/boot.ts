@@ -20,7 +20,7 @@ const { values } = parseArgs({
     systemd: { type: "boolean", default: false },
     loaders: { type: "string", default: `${labCacheDir()}/loaders` },
     out: { type: "string" },
-    "time-limit": { type: "string", default: "240" },
+    "time-limit": { type: "string", default: "600" },
     json: { type: "boolean", default: false },
   },
 });

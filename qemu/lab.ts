@@ -183,7 +183,7 @@ export async function runBoot(opts: BootOptions): Promise<BootResult> {
     vm = await launchVm({
       net,
       spec: { arch, secureBoot: opts.secureBoot ?? false, accel, ...fw, tap, mac },
-      timeLimitMs: opts.timeLimitMs ?? 240_000,
+      timeLimitMs: opts.timeLimitMs ?? 600_000,
       serialLog,
       logger,
     });
