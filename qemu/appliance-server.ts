@@ -4,32 +4,83 @@ import { stringify } from "yaml";
 import { packageRoot } from "../src/package-root.js";
 import { type BootServerContext, type BootServerFactory, loaderNames } from "./boot-server.js";
 import type { RootVolume } from "./cmdline.js";
-import { startDaemon } from "./proc.js";
+import { type Daemon, startDaemon } from "./proc.js";
 import { parseApplianceLine, type ServerLogItem } from "./timeline.js";
 
 export interface ApplianceServerOptions {
-  /** `full`: the appliance is the lab's DHCP server; `proxy`: another server (dnsmasq) hands out addresses. */
+  /**
+   * `full`: the appliance is the lab's DHCP server. `proxy`: dnsmasq plays the site's DHCP server
+   * (addresses only, no boot options) and the appliance answers the boot as ProxyDHCP beside it.
+   */
   dhcpMode?: "full" | "proxy";
-  /** Extra top-level config merged over the generated one (e.g. a Cinder resolver for the machine). */
-  customise?: (config: Record<string, unknown>, ctx: BootServerContext) => void | Promise<void>;
+  /**
+   * Resolve the volume through Cinder instead of the static inventory: an OpenStack fake (Keystone,
+   * Cinder, Glance) runs in the lab namespace, its connection info points at the lab's real LUN, and
+   * the kernel and initrd come from Glance through the appliance's cache.
+   */
+  cinder?: boolean;
+  /** Told what the helpers saw when the server stops (e.g. the OpenStack calls made). */
+  onStopped?: (report: { openstackCalls?: { method: string; path: string; status: number }[] }) => void;
 }
 
-/** The machine's inventory entry: a static volume exactly as the lab's target exports it. */
-function machineEntry(ctx: BootServerContext, v: RootVolume): Record<string, unknown> {
+const MACHINE = "nblab-vm";
+const VOLUME_ID = "5b7ae3a5-0c8f-4a57-9d0e-6f1e2d3c4b5a";
+
+function staticVolume(v: RootVolume): Record<string, unknown> {
   return {
-    name: "nblab-vm",
-    macs: [ctx.mac],
-    arch: ctx.boot.arch,
-    image: "lab",
-    initiator_iqn: v.initiatorIqn,
-    volume: {
-      resolver: "static",
-      portals: [`${v.portalIp}:${v.port}`],
-      iqn: v.targetIqn,
-      lun: v.lun,
-      ...(v.chap ? { chap: { username: v.chap.user, password: v.chap.password } } : {}),
-    },
+    resolver: "static",
+    portals: [`${v.portalIp}:${v.port}`],
+    iqn: v.targetIqn,
+    lun: v.lun,
+    ...(v.chap ? { chap: { username: v.chap.user, password: v.chap.password } } : {}),
   };
+}
+
+/** A process whose stdout lines are JSON; resolves the first line, keeps the rest. */
+async function startJsonHelper(
+  ctx: BootServerContext,
+  argv: string[],
+  name: string,
+): Promise<{ daemon: Daemon; first: Record<string, unknown>; lines: Record<string, unknown>[] }> {
+  const lines: Record<string, unknown>[] = [];
+  const [cmd, args] = ctx.net.exec(process.execPath, ...argv);
+  let gotFirst!: (l: Record<string, unknown>) => void;
+  const first = new Promise<Record<string, unknown>>((r) => {
+    gotFirst = r;
+  });
+  const daemon = startDaemon(cmd, args, (line, _at, stream) => {
+    if (stream !== "stdout") return ctx.logger.debug({ [name]: line }, name);
+    try {
+      const obj = JSON.parse(line) as Record<string, unknown>;
+      lines.push(obj);
+      if (lines.length === 1) gotFirst(obj);
+    } catch {
+      ctx.logger.debug({ [name]: line }, name);
+    }
+  });
+  const ok = await Promise.race([first.then(() => true), daemon.exited.then(() => false)]);
+  if (!ok) throw new Error(`${name} did not start`);
+  return { daemon, first: await first, lines };
+}
+
+/** The site's DHCP server for the proxy row: dnsmasq handing out addresses only, bound to the lab bridge. */
+function startSiteDhcp(ctx: BootServerContext): Daemon {
+  const { net, workDir } = ctx;
+  const [cmd, args] = net.exec(
+    "dnsmasq",
+    "--keep-in-foreground",
+    "--conf-file=/dev/null",
+    "--port=0",
+    "--user=root",
+    `--interface=${net.bridge}`,
+    "--bind-interfaces",
+    `--dhcp-range=${net.subnet}.100,${net.subnet}.200,255.255.255.0,1h`,
+    "--log-dhcp",
+    "--log-facility=-",
+    `--dhcp-leasefile=${join(workDir, "site-dnsmasq.leases")}`,
+    `--pid-file=${join(workDir, "site-dnsmasq.pid")}`,
+  );
+  return startDaemon(cmd, args, (line) => ctx.logger.debug({ siteDhcp: line }, "site dhcp"));
 }
 
 /**
@@ -40,7 +91,8 @@ function machineEntry(ctx: BootServerContext, v: RootVolume): Record<string, unk
 export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFactory {
   return async (ctx) => {
     const { net, boot, workDir, logger } = ctx;
-    if (!ctx.volume || !ctx.flavour) throw new Error("the appliance needs the boot's volume and flavour");
+    const volume = ctx.volume;
+    if (!volume || !ctx.flavour) throw new Error("the appliance needs the boot's volume and flavour");
     const root = join(workDir, "tftp");
     const names = loaderNames(boot.arch);
     await mkdir(join(root, boot.arch), { recursive: true });
@@ -48,73 +100,145 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
     for (const file of [names.shim, names.grub, names.mok]) {
       await copyFile(join(boot.loaderDir, file), join(root, boot.arch, file));
     }
+    const helpers: Daemon[] = [];
+    const stopHelpers = () => Promise.all(helpers.map((h) => h.stop(2_000)));
     const mode = opts.dhcpMode ?? "full";
-    const config: Record<string, unknown> = {
-      listen: { interfaces: [net.bridge], address: net.serverIp },
-      log: { level: "info" },
-      state_dir: join(workDir, "state"),
-      cache_dir: join(workDir, "cache"),
-      dhcp:
-        mode === "full"
-          ? {
-              mode,
-              subnets: [
-                {
-                  subnet: `${net.subnet}.0/${net.prefixLength}`,
-                  interface: net.bridge,
-                  range: { start: `${net.subnet}.100`, end: `${net.subnet}.200` },
-                  lease_time: 3600,
-                },
-              ],
-              reservations: [{ mac: ctx.mac, address: `${net.subnet}.10`, hostname: "nblab-vm" }],
-            }
-          : { mode },
-      tftp: { root },
-      boot: {
-        loaders: { [boot.arch]: { shim: `${boot.arch}/${names.shim}`, grub: `${boot.arch}/${names.grub}` } },
-        grub: { timeout: 0 },
-      },
-      images: {
-        lab: {
-          kernel: { path: boot.kernel },
-          initrd: { path: boot.initrd },
-          flavour: ctx.flavour,
-          root: `UUID=${ctx.volume.rootUuid}`,
-          extra_args: ctx.extraArgs ?? [],
-        },
-      },
-      machines: [machineEntry(ctx, ctx.volume)],
-    };
-    await opts.customise?.(config, ctx);
-    const configFile = join(workDir, "netboot.yaml");
-    await writeFile(configFile, stringify(config));
 
-    const items: ServerLogItem[] = [];
-    const recent: string[] = [];
-    const cli = join(packageRoot(), "dist/src/bin.js");
-    const [cmd, argv] = net.exec(process.execPath, cli, "serve", "--config", configFile);
-    let started!: () => void;
-    const ready = new Promise<void>((r) => {
-      started = r;
-    });
-    const d = startDaemon(cmd, argv, (line, at) => {
-      logger.debug({ appliance: line }, "appliance");
-      recent.push(line);
-      if (recent.length > 10) recent.shift();
-      if (line.includes('"netboot-appliance started"')) started();
-      const item = parseApplianceLine(line, at);
-      if (item) items.push(item);
-    });
-    const ok = await Promise.race([
-      ready.then(() => true),
-      d.exited.then(() => false),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 60_000)),
-    ]);
-    if (!ok) {
-      await d.stop(1_000);
-      throw new Error(`netboot serve did not start: ${recent.join(" | ")}`);
+    try {
+      const image: Record<string, unknown> = {
+        flavour: ctx.flavour,
+        root: `UUID=${volume.rootUuid}`,
+        extra_args: ctx.extraArgs ?? [],
+      };
+      const machine: Record<string, unknown> = {
+        name: MACHINE,
+        macs: [ctx.mac],
+        arch: boot.arch,
+        image: "lab",
+        initiator_iqn: volume.initiatorIqn,
+      };
+      let resolvers: Record<string, unknown> | undefined;
+      let openstack: Awaited<ReturnType<typeof startJsonHelper>> | undefined;
+      if (opts.cinder) {
+        const connection = {
+          driver_volume_type: "iscsi",
+          target_portal: `${volume.portalIp}:${volume.port}`,
+          target_iqn: volume.targetIqn,
+          target_lun: volume.lun,
+          ...(volume.chap
+            ? { auth_method: "CHAP", auth_username: volume.chap.user, auth_password: volume.chap.password }
+            : {}),
+        };
+        const fakeOptions = {
+          volumes: [{ id: VOLUME_ID, connection, kernelFile: boot.kernel, initrdFile: boot.initrd }],
+          password: "lab-keystone-secret",
+        };
+        openstack = await startJsonHelper(
+          ctx,
+          [join(packageRoot(), "dist/test/support/openstack-fake-main.js"), JSON.stringify(fakeOptions)],
+          "openstack",
+        );
+        helpers.push(openstack.daemon);
+        machine.volume = { resolver: "cinder", volume_id: VOLUME_ID };
+        resolvers = {
+          cinder: {
+            auth_url: openstack.first.authUrl,
+            auth: {
+              type: "password",
+              username: "netboot",
+              password: "lab-keystone-secret",
+              project_name: "baremetal",
+            },
+          },
+        };
+      } else {
+        image.kernel = { path: boot.kernel };
+        image.initrd = { path: boot.initrd };
+        machine.volume = staticVolume(volume);
+      }
+      if (mode === "proxy") helpers.push(startSiteDhcp(ctx));
+
+      const config: Record<string, unknown> = {
+        listen: { interfaces: [net.bridge], address: net.serverIp },
+        log: { level: "info" },
+        state_dir: join(workDir, "state"),
+        cache_dir: join(workDir, "cache"),
+        dhcp:
+          mode === "full"
+            ? {
+                mode,
+                subnets: [
+                  {
+                    subnet: `${net.subnet}.0/${net.prefixLength}`,
+                    interface: net.bridge,
+                    range: { start: `${net.subnet}.100`, end: `${net.subnet}.200` },
+                    lease_time: 3600,
+                  },
+                ],
+                reservations: [{ mac: ctx.mac, address: `${net.subnet}.10`, hostname: MACHINE }],
+              }
+            : { mode },
+        tftp: { root },
+        boot: {
+          loaders: {
+            [boot.arch]: { shim: `${boot.arch}/${names.shim}`, grub: `${boot.arch}/${names.grub}` },
+          },
+          grub: { timeout: 0 },
+        },
+        images: { lab: image },
+        machines: [machine],
+        ...(resolvers ? { resolvers } : {}),
+      };
+      const configFile = join(workDir, "netboot.yaml");
+      await writeFile(configFile, stringify(config));
+
+      const items: ServerLogItem[] = [];
+      const recent: string[] = [];
+      const cli = join(packageRoot(), "dist/src/bin.js");
+      const [cmd, argv] = net.exec(process.execPath, cli, "serve", "--config", configFile);
+      let started!: () => void;
+      const ready = new Promise<void>((r) => {
+        started = r;
+      });
+      const d = startDaemon(cmd, argv, (line, at) => {
+        logger.debug({ appliance: line }, "appliance");
+        recent.push(line);
+        if (recent.length > 10) recent.shift();
+        if (line.includes('"netboot-appliance started"')) started();
+        const item = parseApplianceLine(line, at);
+        if (item) items.push(item);
+      });
+      const ok = await Promise.race([
+        ready.then(() => true),
+        d.exited.then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 60_000)),
+      ]);
+      if (!ok) {
+        await d.stop(1_000);
+        throw new Error(`netboot serve did not start: ${recent.join(" | ")}`);
+      }
+      logger.info(
+        { appliancePid: d.pid, config: configFile, mode, cinder: !!opts.cinder },
+        "appliance ready",
+      );
+      return {
+        name: `netboot-appliance (${mode}${opts.cinder ? ", cinder" : ""})`,
+        pid: d.pid,
+        items,
+        stop: async () => {
+          await d.stop(5_000);
+          await stopHelpers();
+          const last = openstack?.lines.at(-1);
+          opts.onStopped?.(
+            last && Array.isArray(last.calls)
+              ? { openstackCalls: last.calls as { method: string; path: string; status: number }[] }
+              : {},
+          );
+        },
+      };
+    } catch (err) {
+      await stopHelpers();
+      throw err;
     }
-    logger.info({ appliancePid: d.pid, config: configFile }, "appliance ready");
-    return { name: `netboot-appliance (${mode})`, pid: d.pid, items, stop: () => d.stop(5_000) };
   };
 }

@@ -56,6 +56,20 @@ export class Appliance {
       { dhcp: this.config.dhcp.mode, machines: this.config.machines?.length ?? 0 },
       "netboot-appliance started",
     );
+    this.prefetch();
+  }
+
+  /**
+   * Downloads Glance kernels and initrds ahead of the first boot: GRUB gives up on a config request
+   * that stays silent for about 30 s, and a cold download can take longer. Runs in the background.
+   */
+  private prefetch(): void {
+    this.plan.prefetchImages().then(
+      ({ fetched, failed }) => {
+        if (fetched + failed > 0) this.logger.info({ fetched, failed }, "images prefetched");
+      },
+      (err: unknown) => this.logger.warn({ err }, "image prefetch failed; images are fetched on first boot"),
+    );
   }
 
   private bootPolicy() {
@@ -81,6 +95,7 @@ export class Appliance {
     }
     this.config = next;
     this.dhcp?.reload(next.dhcp, this.bootPolicy());
+    this.prefetch();
   }
 
   async stop(): Promise<void> {
