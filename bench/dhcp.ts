@@ -9,17 +9,26 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
 
-const SRV_NS = "nbdh-bs";
-const CLI_NS = "nbdh-bc";
-const SRV_IF = "nbdh-b0";
-const CLI_IF = "nbdh-b1";
+/** One server namespace and one perfdhcp namespace per server under test, all with the same addresses. */
+interface Lane {
+  srvNs: string;
+  cliNs: string;
+  srvIf: string;
+  cliIf: string;
+}
+const lanes: Lane[] = [0, 1, 2].map((i) => ({
+  srvNs: `nbdh-bs${i}`,
+  cliNs: `nbdh-bc${i}`,
+  srvIf: `nbdh-b${i}s`,
+  cliIf: `nbdh-b${i}c`,
+}));
 const SUBNET = "10.90.0.0/16";
 const POOL = { start: "10.90.1.0", end: "10.90.200.255" };
 const CLIENTS = 40_000;
@@ -68,26 +77,41 @@ function sh(cmd: string, args: string[], allowFail = false): string {
 
 function setupNetwork(): void {
   teardownNetwork();
-  for (const ns of [SRV_NS, CLI_NS]) {
-    sh("ip", ["netns", "add", ns]);
-    sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+  for (const l of lanes) {
+    for (const ns of [l.srvNs, l.cliNs]) {
+      sh("ip", ["netns", "add", ns]);
+      sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+    }
+    sh("ip", [
+      "link",
+      "add",
+      l.srvIf,
+      "netns",
+      l.srvNs,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      l.cliIf,
+      "netns",
+      l.cliNs,
+    ]);
+    sh("ip", ["-n", l.srvNs, "addr", "add", "10.90.0.1/16", "dev", l.srvIf]);
+    sh("ip", ["-n", l.cliNs, "addr", "add", "10.90.0.2/16", "dev", l.cliIf]);
+    sh("ip", ["-n", l.srvNs, "link", "set", l.srvIf, "up"]);
+    sh("ip", ["-n", l.cliNs, "link", "set", l.cliIf, "up"]);
   }
-  sh("ip", ["link", "add", SRV_IF, "netns", SRV_NS, "type", "veth", "peer", "name", CLI_IF, "netns", CLI_NS]);
-  sh("ip", ["-n", SRV_NS, "addr", "add", "10.90.0.1/16", "dev", SRV_IF]);
-  sh("ip", ["-n", CLI_NS, "addr", "add", "10.90.0.2/16", "dev", CLI_IF]);
-  sh("ip", ["-n", SRV_NS, "link", "set", SRV_IF, "up"]);
-  sh("ip", ["-n", CLI_NS, "link", "set", CLI_IF, "up"]);
 }
 
 function teardownNetwork(): void {
-  for (const ns of [SRV_NS, CLI_NS]) sh("ip", ["netns", "del", ns], true);
+  for (const l of lanes) for (const ns of [l.srvNs, l.cliNs]) sh("ip", ["netns", "del", ns], true);
 }
 
 interface ServerUnderTest {
   name: string;
   version: string;
   durability: string;
-  start(stateDir: string): ChildProcess;
+  start(stateDir: string, lane: Lane): ChildProcess;
 }
 
 function nodeServer(): ServerUnderTest {
@@ -95,7 +119,7 @@ function nodeServer(): ServerUnderTest {
     name: "netboot-appliance",
     version: "this commit",
     durability: "journal, fdatasync before every ACK (group commit)",
-    start(stateDir) {
+    start(stateDir, lane) {
       const cfg = join(stateDir, "config.json");
       writeFileSync(
         cfg,
@@ -103,14 +127,14 @@ function nodeServer(): ServerUnderTest {
           stateDir,
           dhcp: {
             mode: "full",
-            interfaces: [SRV_IF],
+            interfaces: [lane.srvIf],
             subnets: [{ subnet: SUBNET, range: POOL, router: "10.90.0.1", lease_time: 7200 }],
           },
         }),
       );
       return spawn(
         "ip",
-        ["netns", "exec", SRV_NS, process.execPath, fileURLToPath(import.meta.url), "--serve", cfg],
+        ["netns", "exec", lane.srvNs, process.execPath, fileURLToPath(import.meta.url), "--serve", cfg],
         {
           stdio: ["ignore", "pipe", "pipe"],
         },
@@ -125,18 +149,18 @@ function dnsmasqServer(): ServerUnderTest {
     name: "dnsmasq",
     version,
     durability: "lease file rewritten, no fsync",
-    start(stateDir) {
+    start(stateDir, lane) {
       return spawn(
         "ip",
         [
           "netns",
           "exec",
-          SRV_NS,
+          lane.srvNs,
           "dnsmasq",
           "--no-daemon",
           "--port=0",
           "--conf-file=/dev/null",
-          `--interface=${SRV_IF}`,
+          `--interface=${lane.srvIf}`,
           "--bind-interfaces",
           `--dhcp-range=${POOL.start},${POOL.end},255.255.0.0,2h`,
           `--dhcp-leasefile=${join(stateDir, "dnsmasq.leases")}`,
@@ -158,13 +182,13 @@ function keaServer(): ServerUnderTest {
     name: "kea-dhcp4",
     version,
     durability: "memfile persist=true (CSV append, no fsync)",
-    start(stateDir) {
+    start(stateDir, lane) {
       const cfg = join(stateDir, "kea-dhcp4.json");
       writeFileSync(
         cfg,
         JSON.stringify({
           Dhcp4: {
-            "interfaces-config": { interfaces: [SRV_IF] },
+            "interfaces-config": { interfaces: [lane.srvIf] },
             "lease-database": {
               type: "memfile",
               persist: true,
@@ -186,7 +210,7 @@ function keaServer(): ServerUnderTest {
           },
         }),
       );
-      return spawn("ip", ["netns", "exec", SRV_NS, "kea-dhcp4", "-c", cfg], {
+      return spawn("ip", ["netns", "exec", lane.srvNs, "kea-dhcp4", "-c", cfg], {
         stdio: ["ignore", "pipe", "pipe"],
         env: { ...process.env, KEA_PIDFILE_DIR: stateDir, KEA_LOCKFILE_DIR: stateDir },
       });
@@ -222,16 +246,16 @@ function parsePerf(rate: number, text: string): PerfResult {
   };
 }
 
-function perfdhcp(rate: number, seed: number, periodS = PERIOD_S): PerfResult {
+function perfdhcp(lane: Lane, rate: number, seed: number, periodS = PERIOD_S): PerfResult {
   // perfdhcp exits non-zero when packets were dropped: its report is on stdout either way.
   const out = run("ip", [
     "netns",
     "exec",
-    CLI_NS,
+    lane.cliNs,
     "perfdhcp",
     "-4",
     "-l",
-    CLI_IF,
+    lane.cliIf,
     "-r",
     String(rate),
     "-R",
@@ -261,6 +285,17 @@ function peakRssKb(pid: number): number {
   }
 }
 
+/** User + system CPU seconds of a process so far (/proc/PID/stat, 100 ticks per second). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 function waitReady(child: ChildProcess, name: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let err = "";
@@ -280,91 +315,128 @@ interface ServerResult {
   bestRate: number;
   latencyMs: { discoverOffer: number; requestAck: number; dora: number; maxRequestAck: number } | undefined;
   peakRssMb: number;
+  cpuSeconds: number;
+  cpuMsPerDora: number | undefined;
   steps: PerfResult[];
   journal?: unknown;
 }
 
-async function benchServer(s: ServerUnderTest): Promise<ServerResult> {
-  const stateDir = mkdtempSync(join(tmpdir(), `nbdh-bench-${s.name}-`));
-  const child = s.start(stateDir);
-  let stdout = "";
-  child.stdout?.on("data", (d) => {
-    stdout += d.toString();
-  });
-  try {
-    return await sweep(s, child, stateDir, () => stdout);
-  } finally {
-    if (child.exitCode === null) child.kill("SIGKILL");
-    rmSync(stateDir, { recursive: true, force: true });
-  }
+interface Running {
+  s: ServerUnderTest;
+  lane: Lane;
+  child: ChildProcess;
+  stateDir: string;
+  stdout: string;
+  steps: PerfResult[];
+  best: PerfResult | undefined;
+  failedAt: number | undefined;
 }
 
-async function sweep(
-  s: ServerUnderTest,
-  child: ChildProcess,
-  stateDir: string,
-  stdoutOf: () => string,
-): Promise<ServerResult> {
-  void stateDir;
-  await waitReady(child, s.name);
-  const steps: PerfResult[] = [];
-  let best: PerfResult | undefined;
-  let failed: number | undefined;
-  let seed = 1;
-  for (const rate of RATES) {
-    const r = perfdhcp(rate, seed++);
-    steps.push(r);
-    console.log(
-      `${s.name} rate ${rate}/s: sent ${r.sent} drops ${r.drops} DO ${r.doLatencyMs} ms RA ${r.raLatencyMs} ms`,
-    );
-    if (r.drops === 0 && r.sent > 0) best = r;
-    else {
-      failed = rate;
-      break;
-    }
+function step(r: Running, rate: number, seed: number): PerfResult {
+  const res = perfdhcp(r.lane, rate, seed);
+  r.steps.push(res);
+  console.log(
+    `${r.s.name} rate ${rate}/s: sent ${res.sent} drops ${res.drops} DO ${res.doLatencyMs} ms RA ${res.raLatencyMs} ms`,
+  );
+  if (res.drops === 0 && res.sent > 0) {
+    if (!r.best || rate > r.best.rate) r.best = res;
+  } else if (r.failedAt === undefined || rate < r.failedAt) {
+    r.failedAt = rate;
   }
-  if (failed !== undefined) {
-    const low = best?.rate ?? 0;
-    const mid = Math.round((low + failed) / 2 / 50) * 50;
-    if (mid > low && mid < failed) {
-      const r = perfdhcp(mid, seed++);
-      steps.push(r);
-      console.log(
-        `${s.name} rate ${mid}/s: sent ${r.sent} drops ${r.drops} DO ${r.doLatencyMs} ms RA ${r.raLatencyMs} ms`,
-      );
-      if (r.drops === 0 && r.sent > 0) best = r;
-    }
-  }
-  const rss = peakRssKb(child.pid as number);
-  child.kill("SIGTERM");
-  await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.on("exit", r)));
-  const journal = stdoutOf()
-    .split("\n")
-    .map((l) => {
-      try {
-        return JSON.parse(l);
-      } catch {
-        return undefined;
+  return res;
+}
+
+/**
+ * All servers run at once, each in its own namespace pair, and each rate step is run against every
+ * server in turn: on a shared, busy machine the load then drifts over all of them alike.
+ */
+async function benchAll(servers: ServerUnderTest[]): Promise<ServerResult[]> {
+  const running: Running[] = servers.map((s, i) => {
+    const lane = lanes[i] as Lane;
+    const stateDir = mkdtempSync(join(tmpdir(), `nbdh-bench-${s.name}-`));
+    const r: Running = {
+      s,
+      lane,
+      child: s.start(stateDir, lane),
+      stateDir,
+      stdout: "",
+      steps: [],
+      best: undefined,
+      failedAt: undefined,
+    };
+    r.child.stdout?.on("data", (d) => {
+      r.stdout += d.toString();
+    });
+    return r;
+  });
+  try {
+    for (const r of running) {
+      await waitReady(r.child, r.s.name);
+      // Warm-up, not reported: a slow trickle until the server answers everything.
+      for (let i = 0; i < 10; i++) {
+        const warm = perfdhcp(r.lane, 20, 1000 + i, 1);
+        if (warm.sent > 0 && warm.drops === 0) break;
+        if (i === 9) console.log(`${r.s.name}: warm-up still dropping`);
       }
-    })
-    .find((l) => l?.event === "stopped")?.journal;
-  return {
-    name: s.name,
-    version: s.version,
-    durability: s.durability,
-    bestRate: best?.rate ?? 0,
-    latencyMs: best
-      ? {
-          discoverOffer: best.doLatencyMs,
-          requestAck: best.raLatencyMs,
-          dora: +(best.doLatencyMs + best.raLatencyMs).toFixed(3),
-          maxRequestAck: best.raMaxMs,
-        }
-      : undefined,
-    peakRssMb: +(rss / 1024).toFixed(1),
-    steps,
-    journal,
-  };
+    }
+    let seed = 1;
+    for (const rate of RATES) {
+      const active = running.filter((r) => r.failedAt === undefined);
+      if (active.length === 0) break;
+      for (const r of active) step(r, rate, seed++);
+    }
+    // One bisection step between the best rate and the first failing one.
+    for (const r of running) {
+      if (r.failedAt === undefined) continue;
+      const low = r.best?.rate ?? 0;
+      const mid = Math.round((low + r.failedAt) / 2 / 50) * 50;
+      if (mid > low && mid < r.failedAt) step(r, mid, seed++);
+    }
+    const results: ServerResult[] = [];
+    for (const r of running) {
+      const rss = peakRssKb(r.child.pid as number);
+      const cpu = cpuSeconds(r.child.pid as number);
+      const exchanges = r.steps.reduce((n, st) => n + (Number.isFinite(st.sent) ? st.sent : 0), 0);
+      r.child.kill("SIGTERM");
+      await new Promise((res) => (r.child.exitCode !== null ? res(undefined) : r.child.on("exit", res)));
+      const journal = r.stdout
+        .split("\n")
+        .map((l) => {
+          try {
+            return JSON.parse(l);
+          } catch {
+            return undefined;
+          }
+        })
+        .find((l) => l?.event === "stopped")?.journal;
+      const best = r.best;
+      results.push({
+        name: r.s.name,
+        version: r.s.version,
+        durability: r.s.durability,
+        bestRate: best?.rate ?? 0,
+        latencyMs: best
+          ? {
+              discoverOffer: best.doLatencyMs,
+              requestAck: best.raLatencyMs,
+              dora: +(best.doLatencyMs + best.raLatencyMs).toFixed(3),
+              maxRequestAck: best.raMaxMs,
+            }
+          : undefined,
+        peakRssMb: +(rss / 1024).toFixed(1),
+        cpuSeconds: cpu,
+        cpuMsPerDora: exchanges > 0 ? +((cpu * 1000) / exchanges).toFixed(3) : undefined,
+        steps: r.steps,
+        journal,
+      });
+    }
+    return results;
+  } finally {
+    for (const r of running) {
+      if (r.child.exitCode === null) r.child.kill("SIGKILL");
+      rmSync(r.stateDir, { recursive: true, force: true });
+    }
+  }
 }
 
 function markdown(results: ServerResult[], meta: Record<string, unknown>): string {
@@ -372,15 +444,16 @@ function markdown(results: ServerResult[], meta: Record<string, unknown>): strin
   const lines = [
     "# DHCP benchmark (perfdhcp DORA, no drops)",
     "",
-    `${meta.date} · ${meta.cpu} · ${meta.cores} cores (shared) · perfdhcp ${meta.perfdhcp} · ${PERIOD_S} s per rate step, ${CLIENTS} simulated clients, pool ${POOL.start}-${POOL.end}`,
+    `${meta.date} · ${meta.cpu} · ${meta.cores} cores (shared; 1-min load average ${meta.loadavg1mBefore} before, ${meta.loadavg1mAfter} after) · perfdhcp ${meta.perfdhcp} · ${PERIOD_S} s per rate step, ${CLIENTS} simulated clients, pool ${POOL.start}-${POOL.end}`,
+    "All three servers run at once in their own namespaces; each rate step is run against each server in turn.",
     "",
-    "| server | durability | max DORA/s without drops | DISCOVER→OFFER avg ms | REQUEST→ACK avg ms | REQUEST→ACK max ms | peak RSS MB | ours ÷ this |",
-    "|---|---|---:|---:|---:|---:|---:|---:|",
+    "| server | durability | max DORA/s without drops | DISCOVER→OFFER avg ms | REQUEST→ACK avg ms | REQUEST→ACK max ms | peak RSS MB | server CPU ms per DORA | ours ÷ this |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of results) {
     const ratio = ours && r.bestRate > 0 ? (ours.bestRate / r.bestRate).toFixed(2) : "-";
     lines.push(
-      `| ${r.name} (${r.version}) | ${r.durability} | ${r.bestRate} | ${r.latencyMs?.discoverOffer ?? "-"} | ${r.latencyMs?.requestAck ?? "-"} | ${r.latencyMs?.maxRequestAck ?? "-"} | ${r.peakRssMb} | ${ratio} |`,
+      `| ${r.name} (${r.version}) | ${r.durability} | ${r.bestRate} | ${r.latencyMs?.discoverOffer ?? "-"} | ${r.latencyMs?.requestAck ?? "-"} | ${r.latencyMs?.maxRequestAck ?? "-"} | ${r.peakRssMb} | ${r.cpuMsPerDora ?? "-"} | ${ratio} |`,
     );
   }
   lines.push("", "Rate steps (rate: drops):", "");
@@ -399,10 +472,11 @@ async function main(): Promise<void> {
   }
   if (process.getuid?.() !== 0) throw new Error("bench:dhcp needs root (network namespaces)");
   const started = Date.now();
+  const loadBefore = loadavg();
   setupNetwork();
-  const results: ServerResult[] = [];
+  let results: ServerResult[];
   try {
-    for (const s of [nodeServer(), keaServer(), dnsmasqServer()]) results.push(await benchServer(s));
+    results = await benchAll([nodeServer(), keaServer(), dnsmasqServer()]);
   } finally {
     teardownNetwork();
   }
@@ -412,6 +486,8 @@ async function main(): Promise<void> {
     cores: cpus().length,
     perfdhcp: sh("perfdhcp", ["-v"], true).trim() || "?",
     seconds: Math.round((Date.now() - started) / 1000),
+    loadavg1mBefore: +(loadBefore[0] ?? 0).toFixed(1),
+    loadavg1mAfter: +(loadavg()[0] ?? 0).toFixed(1),
   };
   const outDir = join(repoRoot, "bench", "results");
   mkdirSync(outDir, { recursive: true });

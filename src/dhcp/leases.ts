@@ -135,7 +135,7 @@ export class LeaseStore {
   private compacting: Promise<void> | undefined;
   private closed = false;
   /** Batches and records written, for the benchmark and tests. */
-  readonly stats = { batches: 0, records: 0, compactions: 0 };
+  readonly stats = { batches: 0, records: 0, compactions: 0, maxBatch: 0, maxSyncMs: 0, totalSyncMs: 0 };
 
   private constructor(
     private readonly dir: string,
@@ -249,8 +249,13 @@ export class LeaseStore {
       try {
         // write(2) of a few KB into the page cache is quick: done inline, saving a thread-pool hop;
         // fdatasync, the slow part, runs in the pool while the event loop keeps serving.
+        const started = performance.now();
         writeAllSync(this.fd, Buffer.from(data, "latin1"));
         await new Promise<void>((res, rej) => fdatasync(this.fd, (e) => (e ? rej(e) : res())));
+        const ms = performance.now() - started;
+        this.stats.totalSyncMs += ms;
+        if (ms > this.stats.maxSyncMs) this.stats.maxSyncMs = Math.round(ms * 10) / 10;
+        if (count > this.stats.maxBatch) this.stats.maxBatch = count;
         this.stats.batches++;
         this.stats.records += count;
         this.journalRecords += count;

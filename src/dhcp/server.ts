@@ -155,7 +155,16 @@ export class DhcpServer {
   }
 
   /** Journal counters (batches, records, compactions), for tests and the benchmark. */
-  journalStats(): { batches: number; records: number; compactions: number } | undefined {
+  journalStats():
+    | {
+        batches: number;
+        records: number;
+        compactions: number;
+        maxBatch: number;
+        maxSyncMs: number;
+        totalSyncMs: number;
+      }
+    | undefined {
     return this.store ? { ...this.store.stats } : undefined;
   }
 }
