@@ -19,9 +19,11 @@ build_image() {
   mkdir -p "$root/etc/dracut.conf.d"
   install -m 0644 "$IMAGES_DIR/files/dracut/netboot.conf" "$root/etc/dracut.conf.d/netboot.conf"
   chroot_prepare "$root"
-  log "apt-get install dracut dracut-network (replaces initramfs-tools)"
+  # procps: network-legacy requires pgrep, and without network-legacy dracut picks systemd-networkd
+  # and drops the network and iscsi modules.
+  log "apt-get install dracut dracut-network procps (replaces initramfs-tools; builds the initrd)"
   in_chroot "$root" apt-get update -q >/dev/null
-  in_chroot "$root" apt-get install -y -q --no-install-recommends dracut dracut-network >"$root.apt.log" 2>&1 ||
+  in_chroot "$root" apt-get install -y -q --no-install-recommends dracut dracut-network procps >"$root.apt.log" 2>&1 ||
     {
       tail -20 "$root.apt.log" >&2
       die "apt-get install dracut failed"
@@ -29,12 +31,15 @@ build_image() {
   in_chroot "$root" apt-get purge -y -q initramfs-tools initramfs-tools-core >/dev/null 2>&1 || true
   local kver
   kver=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -1)")
-  log "dracut for $kver"
-  in_chroot "$root" dracut -f --kver "$kver" "/boot/initrd.img-$kver" >"$root.dracut.log" 2>&1 ||
+  # dracut's own trigger built the initrd during the install; build it only if that did not happen.
+  grep -q "Generating /boot/initrd.img-$kver" "$root.apt.log" || {
+    log "dracut for $kver"
+    in_chroot "$root" dracut -f --kver "$kver" "/boot/initrd.img-$kver" >"$root.dracut.log" 2>&1 ||
     {
       tail -20 "$root.dracut.log" >&2
       die "dracut failed"
     }
+  }
   chroot_cleanup
   cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
   cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
