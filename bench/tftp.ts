@@ -393,6 +393,7 @@ function buildReport(
         "CPU s ours",
         "CPU s hpa",
         "CPU s dnsmasq",
+        "our retransmits",
       ],
       rows,
     ),

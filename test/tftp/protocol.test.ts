@@ -358,6 +358,24 @@ describe("transfers", () => {
     });
   });
 
+  test("a retransmitted request is not a second transfer; the transfer limit answers ERROR 0", async () => {
+    await withServer({ timeoutMs: 5000, maxTransfers: 1 }, async ({ port, server }) => {
+      const c = await RawClient.open();
+      const rrq = encodeRequest("RRQ", "file.bin", "octet");
+      c.send(rrq, port);
+      c.send(rrq, port);
+      const got = await c.drain(300);
+      expect(got.map((g) => g.packet.op)).toEqual(["DATA"]);
+      expect(server.counters().active).toBe(1);
+      const other = await RawClient.open();
+      other.send(rrq, port);
+      const busy = expectPacket(await other.next(), "ERROR");
+      expect(busy.message).toMatch(/busy/);
+      c.close();
+      other.close();
+    });
+  });
+
   test("close() aborts running transfers with an ERROR and resolves quickly", async () => {
     const { server, port } = await startServer({ root, timeoutMs: 5000 });
     const c = await RawClient.open();
