@@ -38,7 +38,10 @@ if (values.chap) {
 }
 
 // Progress on stderr (pretty when a person watches), the table on stdout.
-const logger = pino({ level: process.env.NETBOOT_LAB_LOG ?? "info" }, pino.destination(2));
+const level = process.env.NETBOOT_LAB_LOG ?? "info";
+const logger = process.stderr.isTTY
+  ? pino({ level, transport: { target: "pino-pretty", options: { destination: 2, ignore: "pid,hostname" } } })
+  : pino({ level }, pino.destination(2));
 
 const result = await runBoot({
   arch,
