@@ -429,6 +429,7 @@ function buildReport(
     md,
     json: {
       date: new Date().toISOString(),
+      elapsedSeconds: elapsed,
       cpus: cpus().length,
       single,
       concurrent: conc,
