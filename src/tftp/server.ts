@@ -177,22 +177,51 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     );
   }
 
-  private async openTransferSocket(): Promise<Socket> {
+  /** A socket on a fresh port (the server's transfer ID), shareable by a second socket (see connectTransfer). */
+  private async openTransferSocket(port = 0): Promise<Socket> {
     // Client addresses are IP literals: answering the lookup synchronously spares dns.lookup and a tick per send.
     const family = this.socketType() === "udp6" ? 6 : 4;
     const socket = createSocket({
       type: this.socketType(),
+      reuseAddr: true,
       lookup: (host, _opts, cb) => cb(null, host, family),
     });
     socket.on("error", (err) => this.log.debug({ err }, "tftp transfer socket error"));
     await new Promise<void>((resolve, reject) => {
       socket.once("error", reject);
-      socket.bind({ port: 0, address: this.opts.address }, () => {
+      socket.bind({ port, address: this.opts.address }, () => {
         socket.off("error", reject);
         resolve();
       });
     });
     return socket;
+  }
+
+  /**
+   * Connects the transfer socket to the client: the kernel then keeps the route and sends are cheaper
+   * (the per-packet sendmsg was most of the server's CPU in a lockstep transfer). A connected socket no
+   * longer receives other senders' packets, so a second, unconnected socket on the same port takes them
+   * (Linux prefers the connected socket for the client's own packets) and answers ERROR 5.
+   */
+  private async connectTransfer(
+    socket: Socket,
+    client: { address: string; port: number },
+  ): Promise<Socket | undefined> {
+    let strays: Socket | undefined;
+    try {
+      strays = await this.openTransferSocket(socket.address().port);
+    } catch (err) {
+      this.log.debug({ err }, "tftp: no stray-packet socket, transfer stays unconnected");
+      return undefined;
+    }
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.connect(client.port, client.address, () => {
+        socket.off("error", reject);
+        resolve();
+      });
+    });
+    return strays;
   }
 
   private async serve(req: RequestPacket, rinfo: RemoteInfo, entry: { transfer?: Transfer }): Promise<void> {
@@ -275,6 +304,18 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       oack.push(["tsize", String(source.size)]);
       record.tsize = source.size;
     }
+    let strays: Socket | undefined;
+    try {
+      strays = await this.connectTransfer(socket, client);
+    } catch (err) {
+      source.release();
+      return refuse(
+        ErrorCode.NotDefined,
+        "internal error",
+        "error",
+        `connect failed: ${(err as Error).message}`,
+      );
+    }
     const transfer = new Transfer(socket, client, source, {
       blksize: negotiated.blksize,
       windowsize: negotiated.windowsize,
@@ -283,6 +324,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       retries: this.opts.retries,
       oack,
       tsizeRequested: negotiated.tsizeRequested,
+      ...(strays ? { strays } : {}),
     });
     entry.transfer = transfer;
     this.running.add(transfer);

@@ -21,6 +21,8 @@ export interface TransferSettings {
   retries: number;
   /** OACK to send first (empty: start with DATA 1, as RFC 1350). */
   oack: [string, string][];
+  /** Set when `socket` is connected to the client: the socket that receives everyone else on the same port. */
+  strays?: Socket;
   /** The OACK answered a tsize request: a client ERROR in reply to it is a size probe, not a failure. */
   tsizeRequested: boolean;
 }
@@ -81,6 +83,7 @@ export class Transfer {
 
   start(): void {
     this.socket.on("message", (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.settings.strays?.on("message", (msg, rinfo) => this.onMessage(msg, rinfo));
     this.timer = setTimeout(() => this.onTimeout(), this.settings.timeoutMs);
     if (this.settings.oack.length > 0) {
       this.phase = "oack";
@@ -103,14 +106,15 @@ export class Transfer {
    * (ENOBUFS, unreachable) reach the socket's error listener and are retried by the timeout like a loss.
    */
   private send(packet: Buffer): void {
-    this.socket.send(packet, this.client.port, this.client.address);
+    if (this.settings.strays) this.socket.send(packet);
+    else this.socket.send(packet, this.client.port, this.client.address);
   }
 
   private onMessage(msg: Buffer, rinfo: RemoteInfo): void {
     if (this.phase === "done") return;
     if (rinfo.port !== this.client.port || rinfo.address !== this.client.address) {
       // RFC 1350: a packet from another transfer ID gets ERROR 5 and does not disturb this transfer.
-      this.socket.send(
+      (this.settings.strays ?? this.socket).send(
         encodeError(ErrorCode.UnknownTid, "unknown transfer ID"),
         rinfo.port,
         rinfo.address,
@@ -262,11 +266,12 @@ export class Transfer {
     this.source.release();
     // Closing right away could drop a queued ERROR; a short delay lets the send complete.
     setImmediate(() => {
-      try {
-        this.socket.close();
-      } catch {
-        // already closed
-      }
+      for (const s of [this.socket, this.settings.strays])
+        try {
+          s?.close();
+        } catch {
+          // already closed
+        }
     });
     this.resolveDone({
       outcome,
