@@ -37,7 +37,7 @@ test.skipIf(!haveCurl)(
     const c = await RawClient.open();
     try {
       // The good transfer, lockstep at 512 bytes so it is still running while the junk arrives.
-      const out = join(root, "..", `${root.split("/").pop()}-good.out`);
+      const out = join(root, "good.out");
       const good = fetchWith("curl", "127.0.0.1", port, "good.bin", out, { blksize: 512 });
 
       // Garbage and truncated datagrams: no answer at all.
