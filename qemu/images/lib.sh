@@ -174,7 +174,7 @@ make_root_image() {
 write_manifest() {
   local out=$1 name=$2 root=$3 arch=$4 flavour=$5 kver=$6 uuid=$7 started=$8 hash=$9
   local pkgs
-  pkgs=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Package}\t${Version}\n' | jq -R -s '
+  pkgs=$({ if [ -n "${PACKAGES_TSV:-}" ]; then cat "$PACKAGES_TSV"; else dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Package}\t${Version}\n'; fi; } | jq -R -s '
     split("\n") | map(select(length > 0) | split("\t") | {key: .[0], value: .[1]}) | from_entries')
   jq -n \
     --arg name "$name" --arg arch "$arch" --arg flavour "$flavour" --arg suite "$SUITE" \
@@ -219,4 +219,54 @@ write_manifest_after_image() {
   write_manifest "$out" "$IMAGE_NAME" "$root" \
     "$IMAGE_ARCH" "$flavour" "$kver" "$IMAGE_UUID" "$started" "$hash"
   log "root.img $(du -h --apparent-size "$out/root.img" | cut -f1) (allocated $(du -h "$out/root.img" | cut -f1)), initrd $(du -h "$out/initrd.img" | cut -f1), kernel $(du -h "$out/vmlinuz" | cut -f1)"
+}
+
+# Downloads the full dependency closure of some arm64 packages with apt, using a private state
+# directory (empty dpkg status) so the host's architectures and lists stay untouched.
+download_arm64_closure() {
+  local dest=$1
+  shift
+  local st="$CACHE/apt-arm64" key=/usr/share/keyrings/debian-archive-keyring.gpg mirror
+  mirror=$(debian_mirror)
+  mkdir -p "$st/lists/partial" "$st/archives/partial" "$dest"
+  : >"$st/status"
+  printf 'deb [arch=arm64 signed-by=%s] %s %s main\n' "$key" "$mirror" "$SUITE" "$key" "$mirror" "$SUITE-updates" >"$st/sources.list"
+  local opts=(-o APT::Architecture=arm64 -o APT::Architectures=arm64 -o Dir::State="$st"
+    -o Dir::State::Lists="$st/lists" -o Dir::State::status="$st/status" -o Dir::Cache="$st"
+    -o Dir::Cache::Archives="$st/archives" -o Dir::Etc::SourceList="$st/sources.list"
+    -o Dir::Etc::SourceParts=/dev/null -o Dir::Etc::Preferences=/dev/null
+    -o Dir::Etc::PreferencesParts=/dev/null -o APT::Sandbox::User=root -o Debug::NoLocking=1)
+  log "apt (arm64, private state): $*"
+  apt-get "${opts[@]}" update -q >"$st/update.log" 2>&1 || {
+    tail "$st/update.log" >&2
+    die "arm64 apt-get update failed"
+  }
+  apt-get "${opts[@]}" install -y -q -d --no-install-recommends "$@" >"$st/download.log" 2>&1 || {
+    tail "$st/download.log" >&2
+    die "arm64 download failed"
+  }
+  # Only the packages of this closure (the archive directory keeps older downloads too).
+  apt-get "${opts[@]}" install -y -q -s --no-install-recommends "$@" 2>/dev/null |
+    awk '$1 == "Inst" {print $2, $3}' | tr -d '()' | while read -r p v; do
+    f=$(ls "$st/archives/${p}_${v/:/%3a}_"*.deb 2>/dev/null | head -n 1)
+    if [ -n "$f" ]; then cp "$f" "$dest/"; fi
+  done
+}
+
+# Copies an ELF binary and its shared-library closure (found with readelf, no target code runs).
+copy_elf_with_libs() {
+  local tree=$1 bin=$2 dest=$3 todo lib need found
+  todo=("$bin")
+  while [ ${#todo[@]} -gt 0 ]; do
+    lib=${todo[0]}
+    todo=("${todo[@]:1}")
+    for need in $(readelf -d "$lib" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+      [ -e "$dest/lib/aarch64-linux-gnu/$need" ] && continue
+      found=$(ls "$tree"/lib/aarch64-linux-gnu/"$need" "$tree"/usr/lib/aarch64-linux-gnu/"$need" 2>/dev/null | head -n 1 || true)
+      [ -n "$found" ] || die "library $need (for $(basename "$lib")) not in the unpacked packages"
+      mkdir -p "$dest/lib/aarch64-linux-gnu"
+      cp -L "$found" "$dest/lib/aarch64-linux-gnu/$need"
+      todo+=("$found")
+    done
+  done
 }
