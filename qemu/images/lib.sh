@@ -39,13 +39,16 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# Hash of everything that shapes an image: the build driver, this library, the shared files
-# and the image's own recipe. A change to any of them rebuilds the image.
+# Hash of everything that shapes an image: the build driver, this library, the image's own
+# recipe and the shared files it names on its "# hash-files:" line (paths under files/). A change
+# to any of them rebuilds that image, and only that image.
 recipe_hash() {
-  local recipe=$1
+  local recipe=$1 f
   {
     sha256sum "$IMAGES_DIR/build.sh" "$IMAGES_DIR/lib.sh" "$recipe"
-    find "$IMAGES_DIR/files" -type f -print0 | sort -z | xargs -0 sha256sum
+    for f in $(sed -n 's/^# hash-files://p' "$recipe"); do
+      find "$IMAGES_DIR/files/$f" -type f -print0 | sort -z | xargs -0 sha256sum
+    done
   } | sed "s#$IMAGES_DIR/##" | sha256sum | cut -d' ' -f1
 }
 

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# hash-files: netboot-marker mini-initrd
 # Debian 12 arm64 from Debian's arm64 packages, built without running arm64 code: a full
 # `debootstrap --arch=arm64` second stage under qemu-user took far too long on a 2-core machine,
 # so this is the smaller route. Debian's signed arm64 kernel (linux-image-arm64); an initrd

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# hash-files: netboot-marker netboot-e2e-marker.service dracut
 # Debian 12 x64, dracut + dracut-network: same root as debian12-x64-initramfs (same debootstrap
 # base), with dracut replacing initramfs-tools; the initrd logs in with netroot=iscsi:.
 IMAGE_ARCH=amd64

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# hash-files: netboot-marker netboot-e2e-marker.service initramfs-tools
 # Debian 12 x64, initramfs-tools + open-iscsi: the initrd logs in with the iscsi_* arguments.
 IMAGE_ARCH=amd64
 IMAGE_UUID=6e657462-6f6f-4000-8000-000000000001
