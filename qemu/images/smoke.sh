@@ -82,7 +82,7 @@ fi
 
 nsx dnsmasq -k --conf-file=/dev/null --port=0 --interface="$br" --bind-interfaces --no-ping \
   --dhcp-range=192.0.2.50,192.0.2.99,1h --dhcp-host="$mac,192.0.2.60,nbim-smoke" \
-  --dhcp-leasefile="$tmp/leases" --pid-file="$tmp/dnsmasq.pid" --user=root --log-dhcp \
+  --dhcp-leasefile="$tmp/leases" --pid-file="$tmp/dnsmasq.pid" --user=root --log-dhcp --log-facility=- \
   >"$tmp/dnsmasq.log" 2>&1 &
 pids+=($!)
 
