@@ -2,11 +2,16 @@
  * One lab boot from the command line (used by qemu/demo.sh):
  *   node dist/qemu/boot.js [--arch x64|aa64] [--flavour initramfs-tools|dracut] [--secure-boot]
  *        [--chap USER:PASSWORD] [--systemd] [--loaders DIR] [--out DIR] [--time-limit SECONDS] [--json]
+ *        [--server appliance|appliance-proxy|appliance-cinder|dnsmasq]
+ * The default server is the appliance (`netboot serve`); dnsmasq is the reference boot.
  * Prints the boot's timeline table; exit 0 when the root filesystem's marker was seen.
  */
 import { parseArgs } from "node:util";
 import pino from "pino";
+import { applianceServer } from "./appliance-server.js";
+import type { BootServerFactory } from "./boot-server.js";
 import type { InitramfsFlavour } from "./cmdline.js";
+import { dnsmasqServer } from "./dnsmasq-server.js";
 import { labCacheDir, runBoot } from "./lab.js";
 import { formatTimeline } from "./timeline.js";
 import type { VmArch } from "./vm.js";
@@ -22,6 +27,7 @@ const { values } = parseArgs({
     out: { type: "string" },
     "time-limit": { type: "string", default: "600" },
     json: { type: "boolean", default: false },
+    server: { type: "string", default: "appliance" },
   },
 });
 
@@ -37,6 +43,15 @@ if (values.chap) {
   chap = { user: values.chap.slice(0, i), password: values.chap.slice(i + 1) };
 }
 
+const servers: Record<string, BootServerFactory> = {
+  appliance: applianceServer(),
+  "appliance-proxy": applianceServer({ dhcpMode: "proxy" }),
+  "appliance-cinder": applianceServer({ cinder: true }),
+  dnsmasq: dnsmasqServer,
+};
+const server = servers[values.server];
+if (!server) throw new Error(`--server must be one of ${Object.keys(servers).join(", ")}`);
+
 // Progress on stderr (pretty when a person watches), the table on stdout.
 const level = process.env.NETBOOT_LAB_LOG ?? "info";
 const logger = process.stderr.isTTY
@@ -51,6 +66,7 @@ const result = await runBoot({
   ...(chap ? { chap } : {}),
   init: values.systemd ? null : "/sbin/netboot-marker",
   timeLimitMs: Number(values["time-limit"]) * 1000,
+  server,
   ...(values.out ? { outDir: values.out } : {}),
   logger,
 });
