@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Prepares the lab artefacts the end-to-end tests boot: Debian's signed loaders and the three root images.
+# Everything lands in ${NETBOOT_LAB_CACHE:-/var/cache/netboot-lab}, outside the repo, and is reused while its
+# recipe is unchanged (a second run takes seconds). Called by .ci/run before npm test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CACHE=${NETBOOT_LAB_CACHE:-/var/cache/netboot-lab}
+t0=$(date +%s)
+
+if [ ! -f "$CACHE/loaders/x64/shimx64.efi" ] || [ ! -f "$CACHE/loaders/aa64/shimaa64.efi" ]; then
+  bash firmware/fetch.sh "$CACHE/loaders"
+fi
+for image in debian12-x64-initramfs debian12-x64-dracut debian12-aa64-initramfs; do
+  bash qemu/images/build.sh "$image"
+done
+echo "lab artefacts ready in $(( $(date +%s) - t0 )) s ($CACHE)"
