@@ -103,7 +103,8 @@ export class Appliance {
   }
 }
 
-function planSections(config: Config) {
+/** The boot plan's options from the config: shared by the appliance and `netboot render`. */
+export function planSections(config: Config) {
   return {
     boot: config.boot,
     images: config.images,

@@ -1,8 +1,8 @@
+import { planSections } from "../appliance.js";
 import { BootPlan } from "../bootplan/plan.js";
 import { UnresolvableMachineError } from "../bootplan/resolver.js";
 import { loadConfig } from "../config/load.js";
 import { createLogger, registerSecret } from "../log.js";
-import { templatesDir } from "../package-root.js";
 
 const ARCHES = ["x64", "aa64"] as const;
 
@@ -20,16 +20,7 @@ export async function commandRender(values: Record<string, string | boolean | un
   const { config } = loadConfig(typeof values.config === "string" ? values.config : undefined);
   // Resolver logs go to stderr so that stdout is exactly the served config.
   const logger = createLogger({ level: "warn", destination: process.stderr, pretty: false });
-  const plan = new BootPlan({
-    boot: config.boot,
-    images: config.images,
-    machines: config.machines ?? [],
-    cinder: config.resolvers.cinder,
-    cacheDir: config.cache_dir,
-    tftpRoot: config.tftp.root,
-    templatesDir: templatesDir(),
-    logger,
-  });
+  const plan = new BootPlan({ ...planSections(config), logger });
   let result: Awaited<ReturnType<BootPlan["render"]>>;
   try {
     result = await plan.render(mac, arch as (typeof ARCHES)[number] | undefined);

@@ -11,6 +11,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { Lab, tempDir } from "../dhcp/helpers/netns.js";
+import { peImage } from "../support/pe.js";
 import { commandsAvailable, isRoot, resourceAvailable } from "../support/require.js";
 
 const execFileP = promisify(execFile);
@@ -21,15 +22,6 @@ const SRV = "nbap-srv";
 const CL = "nbap-cl";
 const MAC = "52:54:00:79:00:01";
 const CHAP_SECRET = "Chap-Secret-For-Node1";
-
-function peImage(machine: number): Buffer {
-  const b = Buffer.alloc(4096);
-  b.writeUInt16LE(0x5a4d, 0);
-  b.writeUInt32LE(0x80, 0x3c);
-  b.writeUInt32LE(0x00004550, 0x80);
-  b.writeUInt16LE(machine, 0x84);
-  return b;
-}
 
 describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", () => {
   const lab = new Lab();

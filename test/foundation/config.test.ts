@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/config/errors.js";
 import { loadConfig } from "../../src/config/load.js";
+import { peImage } from "../support/pe.js";
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, "../../dist/src/bin.js");
@@ -16,16 +17,6 @@ function tempConfig(text: string, files: Record<string, string | Buffer> = {}): 
   const file = join(dir, "config.yaml");
   writeFileSync(file, text);
   return file;
-}
-
-/** A minimal PE/COFF header with the given machine type, enough for the loader check. */
-function peImage(machine: number): Buffer {
-  const b = Buffer.alloc(512);
-  b.writeUInt16LE(0x5a4d, 0);
-  b.writeUInt32LE(0x80, 0x3c);
-  b.writeUInt32LE(0x00004550, 0x80);
-  b.writeUInt16LE(machine, 0x84);
-  return b;
 }
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
