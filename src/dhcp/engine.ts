@@ -22,6 +22,7 @@ import {
   messageTypeName,
   Opt,
   type OptionMap,
+  parseSubOptions,
 } from "./options.js";
 import {
   BOOTREPLY,
@@ -64,6 +65,13 @@ const OFFER_HOLD_MS = 60_000;
 const DROPPABLE = [Opt.DomainName, Opt.DnsServers, Opt.TftpServerName, Opt.VendorSpecific, Opt.HostName];
 /** PXE vendor options: discovery control 8 = "boot file is in this packet, no boot server discovery". */
 const PXE_VENDOR_OPTIONS = encodeSubOptions([[6, Buffer.from([8])]]);
+/** PXE vendor sub-option 71: the boot item a client asks a boot server for (PXE 2.1 boot server discovery). */
+const PXE_BOOT_ITEM = 71;
+
+function hasPxeBootItem(options: OptionMap): boolean {
+  const vendor = options.get(Opt.VendorSpecific);
+  return vendor !== undefined && parseSubOptions(vendor)?.get(PXE_BOOT_ITEM) !== undefined;
+}
 
 interface Pool {
   cfg: SubnetConfig;
@@ -390,8 +398,6 @@ export class DhcpEngine {
     const vendorClass = getString(req.options, Opt.VendorClass);
     if (!isPxeClient(vendorClass) && !isHttpClient(vendorClass)) return this.none(ex, "not-pxe");
     const onProxyPort = ctx.localPort === this.config.proxy_port;
-    const serverId = getIp(req.options, Opt.ServerId);
-    const ours = serverId === ctx.serverAddress || serverId === this.config.server_address;
     let replyType: number;
     if (type === MessageType.Discover && !onProxyPort) {
       replyType = MessageType.Offer;
@@ -401,9 +407,11 @@ export class DhcpEngine {
         ex.ip = learned;
         this.noteBinding(ex.mac, learned);
       }
-      // A REQUEST to the site's server on 67 only teaches us the address; answer on 4011 or when asked.
-      if (!onProxyPort && !ours && !(serverId === undefined && req.ciaddr !== ZERO))
-        return this.none(ex, "learned");
+      // On 67 a REQUEST is the client taking its lease from the site's server (which may share our
+      // address, so its server identifier proves nothing). A proxy has no lease to confirm: an ACK from
+      // us (yiaddr 0) reaching the client first makes it decline its lease (EDK2 DhcpHandleRequest).
+      // Like dnsmasq, answer on 67 only a broadcast boot-server request (PXE boot item in option 43).
+      if (!onProxyPort && !hasPxeBootItem(req.options)) return this.none(ex, "learned");
       replyType = MessageType.Ack;
     } else {
       return this.none(ex, "ignored");
