@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run demo: on a fresh Debian 12 machine, as root, boots one x64 UEFI VM (OVMF) over the network
-# from an iSCSI root volume in a throw-away lab, and prints the boot's timeline.
+# through netboot-appliance (`netboot serve`: DHCP, TFTP, GRUB boot_iscsi config) from an iSCSI root volume
+# in a throw-away lab, and prints the boot's timeline.
 #   1. installs the system packages the lab needs (apt-get), 2. npm ci + build when needed,
 #   3. builds or reuses the cached root image and the signed loaders, 4. boots and prints the table.
 # Extra arguments go to the boot (see qemu/boot.ts), e.g. `npm run demo -- --systemd`.
@@ -21,7 +22,8 @@ step() { printf '\n[demo +%ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 }
 
 # The lab itself; the image builder installs its own (debootstrap, e2fsprogs, ...).
-PACKAGES=(qemu-system-x86 ovmf tgt dnsmasq-base iproute2)
+# g++, make and python3 build the appliance's small native addon during npm ci.
+PACKAGES=(qemu-system-x86 ovmf tgt dnsmasq-base iproute2 g++ make python3)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -50,6 +52,6 @@ if [ ! -f "$LOADERS/x64/shimx64.efi" ]; then
   bash firmware/fetch.sh "$LOADERS"
 fi
 
-step "booting: OVMF -> DHCP/TFTP -> shim -> GRUB -> kernel+initrd -> iSCSI root (TCG takes about a minute)"
+step "booting through netboot-appliance: OVMF -> DHCP/TFTP -> shim -> GRUB -> kernel+initrd -> iSCSI root (TCG takes about a minute)"
 NETBOOT_LAB_CACHE=$CACHE node dist/qemu/boot.js --loaders "$LOADERS" "$@"
 step "done"
