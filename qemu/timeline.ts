@@ -175,7 +175,8 @@ export function parseApplianceLine(line: string, at: number): ServerLogItem | un
     }
     return { kind: "tftp", at: when, row };
   }
-  if (typeof o.mac === "string") {
+  // Only the exchange lines: other lines name a MAC too (e.g. "machine config generated").
+  if (typeof o.mac === "string" && o.msg === "dhcp exchange") {
     const row: Omit<DhcpRow, "t"> = {
       message: str("outcome") ?? str("type") ?? str("msg") ?? "dhcp",
       mac: o.mac,

@@ -101,13 +101,18 @@ describe("boot timeline", () => {
       },
     });
     const dhcp = parseApplianceLine(
+      // As src/dhcp/engine.ts logs it.
       JSON.stringify({
         level: 30,
+        svc: "dhcp",
         mac: "52:54:00:6e:62:01",
+        type: "REQUEST",
         ip: "10.77.0.10",
-        arch: 7,
+        archCode: 7,
+        arch: "x64",
         file: "x64/shimx64.efi",
         outcome: "ack",
+        msg: "dhcp exchange",
       }),
       7000,
     );
@@ -119,6 +124,9 @@ describe("boot timeline", () => {
     expect(parseApplianceLine("not json", 1)).toBeUndefined();
     expect(parseApplianceLine("{broken", 1)).toBeUndefined();
     expect(parseApplianceLine(JSON.stringify({ msg: "listening" }), 1)).toBeUndefined();
+    // The boot plan names the MAC too, but it is not a DHCP message.
+    const generated = { level: 30, mac: "52:54:00:6e:62:01", machine: "vm", msg: "machine config generated" };
+    expect(parseApplianceLine(JSON.stringify(generated), 1)).toBeUndefined();
   });
 
   it("classifies serial milestones and strips OVMF's escape sequences", () => {
