@@ -41,12 +41,17 @@ chmod 755 "$tmp"
 pids=()
 
 cleanup() {
-  local p
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    p=${pids[$i]}
-    kill "$p" 2>/dev/null || true
+  local p n
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # tgtd ignores SIGTERM while it has targets: give it a moment, then SIGKILL (only our PIDs).
+  for p in "${pids[@]}"; do
+    for n in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$p" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
   done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -66,7 +71,8 @@ nsx ip link set "$tap" up
 # Fresh sparse copy per boot: a sysrq power-off leaves the journal dirty.
 cp --sparse=always "$img/root.img" "$tmp/root.img"
 
-nsx tgtd -f -C "$ctl" --iscsi portal="$ip_srv:3260" >"$tmp/tgtd.log" 2>&1 &
+# Started with ip netns exec directly (not the nsx function) so that $! is the daemon itself.
+ip netns exec "$ns" tgtd -f -C "$ctl" --iscsi portal="$ip_srv:3260" >"$tmp/tgtd.log" 2>&1 &
 pids+=($!)
 tgt() { nsx tgtadm -C "$ctl" --lld iscsi "$@"; }
 for _ in $(seq 50); do tgt --op show --mode sys >/dev/null 2>&1 && break || sleep 0.1; done
@@ -80,7 +86,7 @@ if [ $chap = yes ]; then
   tgt --op bind --mode account --tid 1 --user "$user"
 fi
 
-nsx dnsmasq -k --conf-file=/dev/null --port=0 --interface="$br" --bind-interfaces --no-ping \
+ip netns exec "$ns" dnsmasq -k --conf-file=/dev/null --port=0 --interface="$br" --bind-interfaces --no-ping \
   --dhcp-range=192.0.2.50,192.0.2.99,1h --dhcp-host="$mac,192.0.2.60,nbim-smoke" \
   --dhcp-leasefile="$tmp/leases" --pid-file="$tmp/dnsmasq.pid" --user=root --log-dhcp --log-facility=- \
   >"$tmp/dnsmasq.log" 2>&1 &
