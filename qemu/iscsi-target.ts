@@ -51,7 +51,8 @@ export function startIscsiTarget(opts: IscsiTargetOptions): Promise<IscsiTarget>
   return preferLio ? startLioTarget(opts) : startTgtTarget(opts);
 }
 
-let nextControlPort = 23_000 + (process.pid % 1000) * 10;
+// tgtd refuses a control port above 32767 (it only names the unix socket): keep to 10000..29999.
+let nextControlPort = 10_000 + (process.pid % 2000) * 10;
 
 export async function startTgtTarget(opts: IscsiTargetOptions): Promise<IscsiTarget> {
   const { net, logger } = opts;
