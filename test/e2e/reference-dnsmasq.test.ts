@@ -87,8 +87,10 @@ describe.skipIf(!ready)(
                 qemuPid?: number;
                 tgtdPid?: number;
                 dnsmasqPid?: number;
+                appliancePid?: number;
               };
-              for (const p of [o.qemuPid, o.tgtdPid, o.dnsmasqPid]) if (typeof p === "number") pids.push(p);
+              for (const p of [o.qemuPid, o.tgtdPid, o.dnsmasqPid, o.appliancePid])
+                if (typeof p === "number") pids.push(p);
               if (o.msg === "qemu started") {
                 clearTimeout(timer);
                 resolve();
