@@ -4,6 +4,7 @@ import { stringify } from "yaml";
 import { packageRoot } from "../src/package-root.js";
 import { type BootServerContext, type BootServerFactory, loaderNames } from "./boot-server.js";
 import type { RootVolume } from "./cmdline.js";
+import { dnsmasqDhcpArgs } from "./dnsmasq-server.js";
 import { type Daemon, startDaemon } from "./proc.js";
 import { parseApplianceLine, type ServerLogItem } from "./timeline.js";
 
@@ -66,20 +67,7 @@ async function startJsonHelper(
 /** The site's DHCP server for the proxy row: dnsmasq handing out addresses only, bound to the lab bridge. */
 function startSiteDhcp(ctx: BootServerContext): Daemon {
   const { net, workDir } = ctx;
-  const [cmd, args] = net.exec(
-    "dnsmasq",
-    "--keep-in-foreground",
-    "--conf-file=/dev/null",
-    "--port=0",
-    "--user=root",
-    `--interface=${net.bridge}`,
-    "--bind-interfaces",
-    `--dhcp-range=${net.subnet}.100,${net.subnet}.200,255.255.255.0,1h`,
-    "--log-dhcp",
-    "--log-facility=-",
-    `--dhcp-leasefile=${join(workDir, "site-dnsmasq.leases")}`,
-    `--pid-file=${join(workDir, "site-dnsmasq.pid")}`,
-  );
+  const [cmd, args] = net.exec("dnsmasq", ...dnsmasqDhcpArgs(net, workDir, "site-dnsmasq"));
   return startDaemon(cmd, args, (line) => ctx.logger.debug({ siteDhcp: line }, "site dhcp"));
 }
 

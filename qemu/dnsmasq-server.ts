@@ -2,6 +2,7 @@ import { statSync } from "node:fs";
 import { copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type BootServerFactory, loaderNames, referenceGrubConfig } from "./boot-server.js";
+import type { LabNetwork } from "./netns.js";
 import { startDaemon } from "./proc.js";
 import { DnsmasqLogReader } from "./timeline.js";
 
@@ -23,14 +24,7 @@ export const dnsmasqServer: BootServerFactory = async (ctx) => {
   await writeFile(join(root, "grub", "grub.cfg"), referenceGrubConfig(boot.cmdline));
 
   const args = [
-    "--keep-in-foreground",
-    "--conf-file=/dev/null",
-    "--port=0",
-    // Stay root: the per-boot folders are private (mkdtemp 0700) and the namespace is throw-away.
-    "--user=root",
-    `--interface=${net.bridge}`,
-    "--bind-interfaces",
-    `--dhcp-range=${net.subnet}.100,${net.subnet}.200,255.255.255.0,1h`,
+    ...dnsmasqDhcpArgs(net, workDir, "dnsmasq"),
     `--dhcp-host=${ctx.mac},${net.subnet}.10,nblab-vm`,
     "--dhcp-match=set:efi-x64,option:client-arch,7",
     "--dhcp-match=set:efi-x64,option:client-arch,9",
@@ -39,10 +33,6 @@ export const dnsmasqServer: BootServerFactory = async (ctx) => {
     "--dhcp-boot=tag:efi-aa64,shimaa64.efi",
     "--enable-tftp",
     `--tftp-root=${root}`,
-    "--log-dhcp",
-    "--log-facility=-",
-    `--dhcp-leasefile=${join(workDir, "dnsmasq.leases")}`,
-    `--pid-file=${join(workDir, "dnsmasq.pid")}`,
   ];
   const sizeOf = (p: string) => {
     try {
@@ -74,3 +64,24 @@ export const dnsmasqServer: BootServerFactory = async (ctx) => {
     stop: () => d.stop(2_000),
   };
 };
+
+/**
+ * dnsmasq as a DHCP server on the lab bridge only: foreground, no DNS, its own lease and pid files in the
+ * boot's folder, every exchange logged to stdout. The reference server and the proxy row's site server share it.
+ */
+export function dnsmasqDhcpArgs(net: LabNetwork, workDir: string, name: string): string[] {
+  return [
+    "--keep-in-foreground",
+    "--conf-file=/dev/null",
+    "--port=0",
+    // Stay root: the per-boot folders are private (mkdtemp 0700) and the namespace is throw-away.
+    "--user=root",
+    `--interface=${net.bridge}`,
+    "--bind-interfaces",
+    `--dhcp-range=${net.subnet}.100,${net.subnet}.200,255.255.255.0,1h`,
+    "--log-dhcp",
+    "--log-facility=-",
+    `--dhcp-leasefile=${join(workDir, `${name}.leases`)}`,
+    `--pid-file=${join(workDir, `${name}.pid`)}`,
+  ];
+}
