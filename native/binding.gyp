@@ -4,6 +4,11 @@
       "target_name": "nbdh_netdev",
       "sources": ["nbdh_netdev.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
+      "target_name": "nbdh_udp",
+      "sources": ["nbdh_udp.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]
 }

@@ -6,11 +6,8 @@
  * the ready socket through bind({ fd }).
  */
 import dgram from "node:dgram";
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
 import { networkInterfaces } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { loadAddon } from "../native.js";
 
 interface NetdevAddon {
   openUdpSocket(ifname: string, port: number): number;
@@ -18,25 +15,9 @@ interface NetdevAddon {
   closeFd(fd: number): void;
 }
 
-let addon: NetdevAddon | undefined;
-
 /** Loads native/build/Release/nbdh_netdev.node (built by `node native/build.mjs` at install). */
 export function loadNetdevAddon(): NetdevAddon {
-  if (addon) return addon;
-  const require = createRequire(import.meta.url);
-  let dir = dirname(fileURLToPath(import.meta.url));
-  // src/dhcp when run from sources (vitest), dist/src/dhcp when built: walk up to the repo root.
-  for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, "native", "build", "Release", "nbdh_netdev.node");
-    if (existsSync(candidate)) {
-      addon = require(candidate) as NetdevAddon;
-      return addon;
-    }
-    dir = dirname(dir);
-  }
-  throw new Error(
-    "native addon nbdh_netdev.node not built: run `node native/build.mjs` (npm install does it)",
-  );
+  return loadAddon<NetdevAddon>("nbdh_netdev");
 }
 
 export interface BoundSocket {

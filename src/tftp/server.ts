@@ -4,6 +4,13 @@ import { EventEmitter } from "node:events";
 import { realpath } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
+import {
+  nativeChannelAvailable,
+  openDgramChannel,
+  openDgramSocket,
+  openNativeChannel,
+  type TransferChannel,
+} from "./channel.js";
 import { type BlockSource, bufferSource, NETASCII_MAX_BYTES, SharedFileCache, toNetascii } from "./files.js";
 import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, negotiateOptions } from "./options.js";
 import { decodePacket, ErrorCode, encodeError, type RequestPacket } from "./packet.js";
@@ -22,6 +29,11 @@ export interface TftpServerOptions {
   retries?: number;
   maxTransfers?: number;
   provider?: TftpFileProvider;
+  /**
+   * Transfer sockets: "native" (native/nbdh_udp.c, with the lockstep pump) or "dgram" (node:dgram).
+   * Default: native when the addon is built, else dgram.
+   */
+  transport?: "native" | "dgram";
   logger: Logger;
 }
 
@@ -80,6 +92,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       timeoutMs: options.timeoutMs ?? 1000,
       retries: options.retries ?? 5,
       maxTransfers: options.maxTransfers ?? 500,
+      transport: options.transport ?? (nativeChannelAvailable() ? "native" : "dgram"),
     };
     this.provider = options.provider;
     this.log = options.logger;
@@ -107,7 +120,10 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       });
     });
     const addr = socket.address();
-    this.log.info({ address: addr.address, port: addr.port, root: this.realRoot }, "tftp listening");
+    this.log.info(
+      { address: addr.address, port: addr.port, root: this.realRoot, transport: this.opts.transport },
+      "tftp listening",
+    );
     return addr;
   }
 
@@ -177,50 +193,40 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     );
   }
 
-  /** A socket on a fresh port (the server's transfer ID), shareable by a second socket (see connectTransfer). */
-  private async openTransferSocket(port = 0): Promise<Socket> {
-    // Client addresses are IP literals: answering the lookup synchronously spares dns.lookup and a tick per send.
-    const family = this.socketType() === "udp6" ? 6 : 4;
-    const socket = createSocket({
-      type: this.socketType(),
-      reuseAddr: true,
-      lookup: (host, _opts, cb) => cb(null, host, family),
-    });
-    socket.on("error", (err) => this.log.debug({ err }, "tftp transfer socket error"));
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind({ port, address: this.opts.address }, () => {
-        socket.off("error", reject);
-        resolve();
-      });
-    });
-    return socket;
+  private family(): 4 | 6 {
+    return this.socketType() === "udp6" ? 6 : 4;
+  }
+
+  /** The transfer's socket, on a fresh port (the server's transfer ID). */
+  private async openChannel(): Promise<TransferChannel> {
+    if (this.opts.transport === "native") return openNativeChannel(this.family(), this.opts.address);
+    return openDgramChannel(this.family(), this.opts.address, (err) =>
+      this.log.debug({ err }, "tftp transfer socket error"),
+    );
   }
 
   /**
-   * Connects the transfer socket to the client: the kernel then keeps the route and sends are cheaper
-   * (the per-packet sendmsg was most of the server's CPU in a lockstep transfer). A connected socket no
-   * longer receives other senders' packets, so a second, unconnected socket on the same port takes them
-   * (Linux prefers the connected socket for the client's own packets) and answers ERROR 5.
+   * Connects the channel to the client: the kernel then keeps the route, sends are cheaper, and only
+   * the client's datagrams reach the channel. Everyone else's go to a second, unconnected socket on the
+   * same port (Linux prefers the connected socket for the client's own packets), which answers ERROR 5.
    */
   private async connectTransfer(
-    socket: Socket,
+    channel: TransferChannel,
     client: { address: string; port: number },
   ): Promise<Socket | undefined> {
     let strays: Socket | undefined;
     try {
-      strays = await this.openTransferSocket(socket.address().port);
+      strays = await openDgramSocket(this.family(), this.opts.address, channel.port);
+      strays.on("error", (err) => this.log.debug({ err }, "tftp stray-packet socket error"));
     } catch (err) {
-      this.log.debug({ err }, "tftp: no stray-packet socket, transfer stays unconnected");
-      return undefined;
+      this.log.debug({ err }, "tftp: no stray-packet socket, strangers get no ERROR 5");
     }
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.connect(client.port, client.address, () => {
-        socket.off("error", reject);
-        resolve();
-      });
-    });
+    try {
+      await channel.connect(client.address, client.port);
+    } catch (err) {
+      strays?.close();
+      throw err;
+    }
     return strays;
   }
 
@@ -239,14 +245,21 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       outcome: "error",
       startedAt,
     };
-    const socket = await this.openTransferSocket();
-    const refuse = (
+    const channel = await this.openChannel();
+    const refuse = async (
       code: number,
       message: string,
       outcome: TftpTransferRecord["outcome"],
       reason: string,
-    ) => {
-      socket.send(encodeError(code, message), client.port, client.address, () => socket.close());
+    ): Promise<void> => {
+      try {
+        await channel.connect(client.address, client.port);
+        channel.send(encodeError(code, message));
+      } catch (err) {
+        this.log.debug({ err }, "tftp: could not send the refusal");
+      }
+      // A short delay lets a queued send complete before the socket goes.
+      setImmediate(() => channel.close());
       this.report({ ...record, outcome, ms: Date.now() - startedAt }, reason, negotiated.ignored);
     };
 
@@ -306,7 +319,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     }
     let strays: Socket | undefined;
     try {
-      strays = await this.connectTransfer(socket, client);
+      strays = await this.connectTransfer(channel, client);
     } catch (err) {
       source.release();
       return refuse(
@@ -316,7 +329,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
         `connect failed: ${(err as Error).message}`,
       );
     }
-    const transfer = new Transfer(socket, client, source, {
+    const transfer = new Transfer(channel, client, source, {
       blksize: negotiated.blksize,
       windowsize: negotiated.windowsize,
       timeoutMs: negotiated.timeoutSec !== undefined ? negotiated.timeoutSec * 1000 : this.opts.timeoutMs,

@@ -1,8 +1,11 @@
 /**
  * One read transfer on its own socket (the server's transfer ID, RFC 1350): optional OACK, then DATA in
  * windows (RFC 7440, windowsize 1 is classic lockstep), retransmission on timeout only.
+ * In lockstep, a channel with a pump (channel.ts) answers the expected ACKs of a prepared chunk by itself;
+ * this class hands it each chunk, takes back whatever else arrives, and reads the pump's progress.
  */
 import type { RemoteInfo, Socket } from "node:dgram";
+import { hrtimeMs, type LockstepPump, type TransferChannel } from "./channel.js";
 import type { BlockSource } from "./files.js";
 import { decodePacket, ErrorCode, encodeError, encodeOack, Opcode } from "./packet.js";
 import type { TftpTransferRecord } from "./provider.js";
@@ -21,7 +24,7 @@ export interface TransferSettings {
   retries: number;
   /** OACK to send first (empty: start with DATA 1, as RFC 1350). */
   oack: [string, string][];
-  /** Set when `socket` is connected to the client: the socket that receives everyone else on the same port. */
+  /** The unconnected socket on the same port, which receives everyone but the client: they get ERROR 5. */
   strays?: Socket;
   /** The OACK answered a tsize request: a client ERROR in reply to it is a size probe, not a failure. */
   tsizeRequested: boolean;
@@ -42,6 +45,13 @@ const BACKOFF_CAP_MS = 5_000;
  */
 const CHUNK_TARGET_BYTES = 128 * 1024;
 
+/** DATA packets for blocks first .. first + packets.length - 1, all in one buffer. */
+interface Chunk {
+  first: number;
+  store: Buffer;
+  packets: Buffer[];
+}
+
 export class Transfer {
   private readonly lastBlock: number;
   /** First block not yet acknowledged (absolute, 1-based; the wire carries it modulo 65536). */
@@ -56,11 +66,24 @@ export class Transfer {
   /** First block held in `packets`, and the DATA packets themselves (each 4 + data bytes). */
   private chunkFirst = -1;
   private packets: Buffer[] = [];
+  /** The memory of `packets`. */
+  private store: Buffer | undefined;
+  /**
+   * A store that no packet in use refers to any more, filled by the next read: a transfer then cycles
+   * through two buffers instead of allocating one per chunk (fresh memory cost page faults, and freeing
+   * it TLB shootdowns, in the middle of a lockstep transfer: 250 us stalls at each chunk on this host).
+   */
+  private spare: Buffer | undefined;
   /** The chunk after the current one, read ahead while the current one is being sent. */
-  private prefetch: { first: number; ready: Promise<Buffer[]> } | undefined;
+  private prefetch: { first: number; ready: Promise<Chunk> } | undefined;
+  /** The chunk handed to the pump to go on with after the current one. */
+  private queued: Chunk | undefined;
+  private pumpArmed = false;
   private readonly chunkBlocks: number;
   private timer: NodeJS.Timeout | undefined;
   private oackPacket: Buffer | undefined;
+  /** The channel's pump, used in lockstep only. */
+  private readonly pump: LockstepPump | undefined;
   private resolveDone!: (r: TransferResult) => void;
   readonly done: Promise<TransferResult>;
   /** True until the client has acknowledged anything. */
@@ -69,12 +92,13 @@ export class Transfer {
   }
 
   constructor(
-    private readonly socket: Socket,
+    private readonly channel: TransferChannel,
     private readonly client: { address: string; port: number },
     private readonly source: BlockSource,
     private readonly settings: TransferSettings,
   ) {
     this.lastBlock = Math.floor(source.size / settings.blksize) + 1;
+    this.pump = settings.windowsize === 1 ? channel.pump : undefined;
     this.chunkBlocks = Math.max(1, Math.floor(CHUNK_TARGET_BYTES / settings.blksize));
     this.done = new Promise((resolve) => {
       this.resolveDone = resolve;
@@ -82,8 +106,11 @@ export class Transfer {
   }
 
   start(): void {
-    this.socket.on("message", (msg, rinfo) => this.onMessage(msg, rinfo));
-    this.settings.strays?.on("message", (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.channel.start(
+      (msg) => this.onMessage(msg),
+      (first) => this.onAdvance(first),
+    );
+    this.settings.strays?.on("message", (msg, rinfo) => this.onStray(msg, rinfo));
     this.timer = setTimeout(() => this.onTimeout(), this.settings.timeoutMs);
     if (this.settings.oack.length > 0) {
       this.phase = "oack";
@@ -101,27 +128,43 @@ export class Transfer {
     this.finish("error", message);
   }
 
-  /**
-   * No completion callback: a send that completes at once then costs nothing more. Send errors
-   * (ENOBUFS, unreachable) reach the socket's error listener and are retried by the timeout like a loss.
-   */
+  /** Send errors (ENOBUFS, unreachable) are retried by the timeout like a loss. */
   private send(packet: Buffer): void {
-    if (this.settings.strays) this.socket.send(packet);
-    else this.socket.send(packet, this.client.port, this.client.address);
+    this.channel.send(packet);
   }
 
-  private onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+  private onStray(msg: Buffer, rinfo: RemoteInfo): void {
     if (this.phase === "done") return;
-    if (rinfo.port !== this.client.port || rinfo.address !== this.client.address) {
-      // RFC 1350: a packet from another transfer ID gets ERROR 5 and does not disturb this transfer.
-      (this.settings.strays ?? this.socket).send(
-        encodeError(ErrorCode.UnknownTid, "unknown transfer ID"),
-        rinfo.port,
-        rinfo.address,
-        () => {},
-      );
+    // The client's own packet, caught before the channel was connected.
+    if (rinfo.port === this.client.port && rinfo.address === this.client.address) {
+      this.onMessage(msg);
       return;
     }
+    // RFC 1350: a packet from another transfer ID gets ERROR 5 and does not disturb this transfer.
+    this.settings.strays?.send(
+      encodeError(ErrorCode.UnknownTid, "unknown transfer ID"),
+      rinfo.port,
+      rinfo.address,
+      () => {},
+    );
+  }
+
+  /**
+   * Takes over what the pump sent since this class last looked: the pump sends block n+1 on the ACK of
+   * n, so its last block sent is the first not yet acknowledged. Returns whether it had progressed.
+   */
+  private syncPump(): boolean {
+    if (this.pump === undefined || this.phase !== "data") return false;
+    const lastSent = this.pump.lastSent();
+    if (lastSent <= this.sentUpTo) return false;
+    this.base = lastSent;
+    this.sentUpTo = lastSent;
+    return true;
+  }
+
+  private onMessage(msg: Buffer): void {
+    if (this.phase === "done") return;
+    if (this.syncPump()) this.resetTries();
     const decoded = decodePacket(msg);
     if (!decoded.ok) return;
     const packet = decoded.packet;
@@ -161,6 +204,15 @@ export class Transfer {
 
   private onTimeout(): void {
     if (this.phase === "done") return;
+    if (this.syncPump() && this.pump) {
+      // The pump kept going: the interval counts from its last send.
+      this.tries = 0;
+      const rest = this.pump.lastProgressMs() + this.settings.timeoutMs - hrtimeMs();
+      if (rest >= 1) {
+        this.timer = setTimeout(() => this.onTimeout(), Math.ceil(rest));
+        return;
+      }
+    }
     this.tries++;
     if (this.tries > this.settings.retries) {
       this.finish("timeout", `no answer after ${this.settings.retries} retries`);
@@ -208,7 +260,53 @@ export class Transfer {
       if (block > this.sentUpTo) this.sentUpTo = block;
     }
     this.timer?.refresh();
-    this.readAhead(end);
+    if (this.pump && this.tries === 0) {
+      // The pump answers the ACKs from here on, into the next chunk once it is read and queued.
+      this.pump.arm(this.packets, this.chunkFirst, this.lastBlock, end);
+      this.pumpArmed = true;
+      this.queued = undefined;
+      this.readAhead(this.chunkFirst + this.packets.length);
+      this.queueAhead();
+    } else {
+      // After a timeout the ACK of the block sent again comes here, to reset the tries and the backoff.
+      if (this.pumpArmed) this.pump?.disarm();
+      this.pumpArmed = false;
+      this.readAhead(end);
+    }
+  }
+
+  /** Once the read-ahead chunk is ready, lets the pump go on into it. */
+  private queueAhead(): void {
+    const ahead = this.prefetch;
+    if (this.pump === undefined || ahead === undefined) return;
+    if (ahead.first !== this.chunkFirst + this.packets.length) return;
+    ahead.ready.then(
+      (chunk) => {
+        if (this.prefetch !== ahead || this.phase !== "data" || !this.pumpArmed) return;
+        this.queued = chunk;
+        this.pump?.queue(chunk.packets, chunk.first);
+      },
+      () => {}, // reported by the read that needs it
+    );
+  }
+
+  /** The pump sent the first block of the queued chunk: it is now the current one; read the next. */
+  private onAdvance(first: number): void {
+    if (this.phase !== "data" || this.queued?.first !== first) return;
+    this.setChunk(this.queued);
+    this.queued = undefined;
+    this.prefetch = undefined;
+    this.syncPump();
+    this.readAhead(this.chunkFirst + this.packets.length);
+    this.queueAhead();
+  }
+
+  private setChunk(chunk: Chunk): void {
+    // Native sends are done when send() returns, so no queued send still reads the old store.
+    if (this.store !== undefined && this.channel.kind === "native") this.spare = this.store;
+    this.chunkFirst = chunk.first;
+    this.packets = chunk.packets;
+    this.store = chunk.store;
   }
 
   /** Past the middle of the current chunk, start reading the next one so the window never waits on disk. */
@@ -224,20 +322,24 @@ export class Transfer {
   private async loadChunk(first: number): Promise<void> {
     const ahead = this.prefetch;
     this.prefetch = undefined;
-    let packets: Buffer[] | undefined;
-    if (ahead?.first === first) packets = await ahead.ready.catch(() => undefined);
-    packets ??= await this.buildPackets(first);
-    this.chunkFirst = first;
-    this.packets = packets;
+    let chunk: Chunk | undefined;
+    if (ahead?.first === first) chunk = await ahead.ready.catch(() => undefined);
+    chunk ??= await this.buildPackets(first);
+    this.setChunk(chunk);
   }
 
   /** Builds the DATA packets for `first` and the blocks after it, up to a chunk or the last block. */
-  private async buildPackets(first: number): Promise<Buffer[]> {
+  private async buildPackets(first: number): Promise<Chunk> {
     const { blksize } = this.settings;
     const count = Math.min(this.chunkBlocks, this.lastBlock - first + 1);
     const offset = (first - 1) * blksize;
     const dataBytes = Math.max(0, Math.min(count * blksize, this.source.size - offset));
-    const store = Buffer.allocUnsafe(count * 4 + dataBytes);
+    const size = count * 4 + dataBytes;
+    let store: Buffer;
+    if (this.spare !== undefined && this.spare.length >= size) {
+      store = this.spare.subarray(0, size);
+      this.spare = undefined;
+    } else store = Buffer.allocUnsafe(size);
     const packets: Buffer[] = [];
     const targets: Buffer[] = [];
     let pos = 0;
@@ -252,11 +354,12 @@ export class Transfer {
     }
     const got = targets.length > 0 ? await this.source.readInto(targets, offset) : 0;
     if (got < dataBytes) throw new Error(`file shrank: ${got} of ${dataBytes} bytes at ${offset}`);
-    return packets;
+    return { first, store, packets };
   }
 
   private finish(outcome: TransferResult["outcome"], reason?: string): void {
     if (this.phase === "done") return;
+    this.syncPump(); // for the byte count of a transfer that ends early
     this.phase = "done";
     if (this.timer) clearTimeout(this.timer);
     const bytes =
@@ -266,12 +369,12 @@ export class Transfer {
     this.source.release();
     // Closing right away could drop a queued ERROR; a short delay lets the send complete.
     setImmediate(() => {
-      for (const s of [this.socket, this.settings.strays])
-        try {
-          s?.close();
-        } catch {
-          // already closed
-        }
+      this.channel.close();
+      try {
+        this.settings.strays?.close();
+      } catch {
+        // already closed
+      }
     });
     this.resolveDone({
       outcome,

@@ -38,7 +38,7 @@ async function withServer(
     records: TftpTransferRecord[];
   }) => Promise<void>,
 ): Promise<void> {
-  const { server, port, lines } = await startServer({ root, ...opts });
+  const { server, port, lines } = await startServer({ root, transport, ...opts });
   const records: TftpTransferRecord[] = [];
   server.on("transfer", (r) => records.push(r));
   try {
@@ -107,7 +107,14 @@ async function fetchRaw(
   return { data: Buffer.concat(parts), ...(oack ? { oack } : {}), sizes };
 }
 
-describe("transfers", () => {
+/** Both transfer transports run every case: the native channel (with its lockstep pump) and node:dgram. */
+let transport: "native" | "dgram" = "native";
+
+describe.each(["native", "dgram"] as const)("transfers (%s transport)", (kind) => {
+  beforeAll(() => {
+    transport = kind;
+  });
+
   test("plain RRQ: DATA from a new transfer ID, no OACK, content intact", async () => {
     await withServer({}, async ({ port, records }) => {
       const c = await RawClient.open();
@@ -377,7 +384,7 @@ describe("transfers", () => {
   });
 
   test("close() aborts running transfers with an ERROR and resolves quickly", async () => {
-    const { server, port } = await startServer({ root, timeoutMs: 5000 });
+    const { server, port } = await startServer({ root, transport, timeoutMs: 5000 });
     const c = await RawClient.open();
     c.send(encodeRequest("RRQ", "file.bin", "octet"), port);
     expectPacket(await c.next(), "DATA");

@@ -1,0 +1,530 @@
+/*
+ * nbdh_udp: a UDP socket for one TFTP transfer, polled by Node's own libuv loop, with a lockstep pump.
+ *
+ * Why: in a lockstep (windowsize 1) transfer every block costs one datagram in and one out. Through
+ * node:dgram each received datagram builds a Buffer and an rinfo object and crosses into JS, and each
+ * send goes through argument checks and a request object: about 8-10 us more per block than tftpd-hpa
+ * spends in C, which made our lockstep throughput 0.8-0.95x of tftpd-hpa's (bench/results/tftp.md).
+ * The pump answers the one ACK it expects (the last block sent) by sending the next ready-made DATA
+ * packet, here, without entering JS. Everything else (OACK, ERROR, a duplicate or out-of-window ACK,
+ * the end of the prepared packets, timeouts) goes to the TypeScript transfer, which owns the protocol.
+ *
+ *   new UdpChannel(family 4|6, address, port)   socket(2) non-blocking with SO_REUSEADDR, bind(2)
+ *   .port()                                     the bound port (the server's transfer ID)
+ *   .connect(address, port)                     connect(2): only the client's datagrams arrive here
+ *   .start(onPacket, onAdvance)                 polls; onPacket(buffer, lastSent) for what the pump
+ *                                               does not take (lastSent: the pump's last block sent);
+ *                                               onAdvance(firstBlock) when the pump moved on to the
+ *                                               queued chunk (called after that chunk's first send)
+ *   .send(buffer) -> 0 | -errno                 one send(2), never blocks (EAGAIN counts as a loss)
+ *   .arm(packets, firstBlock, lastBlock, lastSent)
+ *                                               pump: on ACK (lastSent & 0xffff) send packets[lastSent +
+ *                                               1 - firstBlock] while there is one and lastSent < lastBlock
+ *   .queue(packets, firstBlock)                 the chunk that follows the armed one: the pump goes on
+ *                                               into it without stopping at the chunk's end
+ *   .disarm()
+ *   .lastSent() / .lastProgress()               the pump's last block sent, and when (uv_hrtime in ms,
+ *                                             the clock of process.hrtime)
+ *   .close()                                    stops polling and closes the socket (idempotent)
+ *
+ * Blocks are absolute (1-based, beyond 65535); the wire carries them modulo 65536.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define RECV_BUFFER 65536
+/* Datagrams handled per wake-up before yielding to the rest of the loop. */
+#define RECV_BURST 64
+
+/* Prepared DATA packets for blocks first .. first + count - 1, kept alive by a reference to their array. */
+typedef struct {
+  napi_ref ref;
+  uint8_t **data;
+  size_t *len;
+  uint32_t count;
+  int64_t first;
+} chunk_t;
+
+typedef struct {
+  napi_env env;
+  uv_poll_t poll;
+  int fd;
+  int family;
+  int polling; /* uv_poll_start done */
+  int closed;  /* close() called */
+  napi_ref self;
+  napi_ref on_packet;
+  napi_ref on_advance;
+  napi_async_context async;
+  /* pump */
+  int armed;
+  chunk_t cur;
+  chunk_t next;
+  int64_t last_block;
+  int64_t last_sent;
+  double last_progress;
+  uint8_t buf[RECV_BUFFER];
+} channel_t;
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  char code[32];
+  snprintf(code, sizeof code, "ERRNO_%d", err);
+  if (err == EADDRINUSE) snprintf(code, sizeof code, "EADDRINUSE");
+  else if (err == EADDRNOTAVAIL) snprintf(code, sizeof code, "EADDRNOTAVAIL");
+  else if (err == EACCES) snprintf(code, sizeof code, "EACCES");
+  else if (err == EINVAL) snprintf(code, sizeof code, "EINVAL");
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+static int parse_address(int family, const char *text, int port, struct sockaddr_storage *ss, socklen_t *sl) {
+  memset(ss, 0, sizeof *ss);
+  if (family == 6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET6, text, &a->sin6_addr) != 1) return -1;
+    *sl = sizeof *a;
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, text, &a->sin_addr) != 1) return -1;
+    *sl = sizeof *a;
+  }
+  return 0;
+}
+
+static channel_t *unwrap_this(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  napi_value self;
+  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
+  channel_t *ch = NULL;
+  if (napi_unwrap(env, self, (void **)&ch) != napi_ok || ch == NULL) {
+    napi_throw_error(env, NULL, "UdpChannel: not a channel");
+    return NULL;
+  }
+  return ch;
+}
+
+static void chunk_release(napi_env env, chunk_t *c) {
+  if (c->ref) napi_delete_reference(env, c->ref);
+  free(c->data);
+  free(c->len);
+  memset(c, 0, sizeof *c);
+}
+
+static void release_packets(channel_t *ch) {
+  ch->armed = 0;
+  chunk_release(ch->env, &ch->cur);
+  chunk_release(ch->env, &ch->next);
+}
+
+/* Calls a JS callback from the loop (not from JS): a handle scope, and make_callback for the async context. */
+static void call_js(channel_t *ch, napi_ref fn, size_t argc, napi_value *argv) {
+  napi_env env = ch->env;
+  napi_value cb, self, result;
+  if (fn == NULL || napi_get_reference_value(env, fn, &cb) != napi_ok || napi_get_reference_value(env, ch->self, &self) != napi_ok)
+    return;
+  if (napi_make_callback(env, ch->async, self, cb, argc, argv, &result) != napi_ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);
+    }
+  }
+}
+
+/*
+ * The pump: the expected ACK sends the next prepared packet, moving into the queued chunk at the end of
+ * the current one. Returns 0 when the datagram is not for it, 1 when it sent, 2 when it sent the first
+ * packet of the queued chunk (JS is told, to read the chunk after).
+ */
+static int pump(channel_t *ch, const uint8_t *p, ssize_t n) {
+  if (!ch->armed || n < 4 || p[0] != 0 || p[1] != 4) return 0;
+  uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
+  if (block != (uint16_t)(ch->last_sent & 0xffff)) return 0;
+  int64_t want = ch->last_sent + 1;
+  if (want > ch->last_block) return 0;
+  int moved = 0;
+  if (want - ch->cur.first >= (int64_t)ch->cur.count && ch->next.ref != NULL && ch->next.first == want) {
+    chunk_release(ch->env, &ch->cur);
+    ch->cur = ch->next;
+    memset(&ch->next, 0, sizeof ch->next);
+    moved = 1;
+  }
+  if (want < ch->cur.first || want - ch->cur.first >= (int64_t)ch->cur.count) return 0;
+  uint32_t i = (uint32_t)(want - ch->cur.first);
+  /* A failed send (ENOBUFS, EAGAIN) is a loss: the transfer's timeout sends the block again. */
+  (void)send(ch->fd, ch->cur.data[i], ch->cur.len[i], MSG_DONTWAIT);
+  ch->last_sent = want;
+  ch->last_progress = (double)uv_hrtime() / 1e6;
+  return moved ? 2 : 1;
+}
+
+static void deliver(channel_t *ch, const uint8_t *p, ssize_t n) {
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(ch->env, &scope) != napi_ok) return;
+  napi_value argv[2];
+  void *copy;
+  if (napi_create_buffer_copy(ch->env, (size_t)n, p, &copy, &argv[0]) == napi_ok && napi_create_int64(ch->env, ch->last_sent, &argv[1]) == napi_ok)
+    call_js(ch, ch->on_packet, 2, argv);
+  napi_close_handle_scope(ch->env, scope);
+}
+
+static void advanced(channel_t *ch) {
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(ch->env, &scope) != napi_ok) return;
+  napi_value argv[1];
+  if (napi_create_int64(ch->env, ch->cur.first, &argv[0]) == napi_ok) call_js(ch, ch->on_advance, 1, argv);
+  napi_close_handle_scope(ch->env, scope);
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  channel_t *ch = (channel_t *)handle->data;
+  if (status < 0 || !(events & UV_READABLE)) return;
+  for (int i = 0; i < RECV_BURST && !ch->closed; i++) {
+    ssize_t n = recv(ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      /* EAGAIN: drained. ECONNREFUSED (an ICMP error for an earlier send): the timeout deals with it. */
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      continue;
+    }
+    int took = pump(ch, ch->buf, n);
+    if (took == 2) advanced(ch);
+    else if (took == 0) deliver(ch, ch->buf, n);
+  }
+}
+
+static void on_closed(uv_handle_t *handle) {
+  channel_t *ch = (channel_t *)handle->data;
+  napi_env env = ch->env;
+  if (ch->fd >= 0) close(ch->fd);
+  ch->fd = -1;
+  release_packets(ch);
+  if (ch->on_packet) napi_delete_reference(env, ch->on_packet);
+  ch->on_packet = NULL;
+  if (ch->on_advance) napi_delete_reference(env, ch->on_advance);
+  ch->on_advance = NULL;
+  if (ch->async) napi_async_destroy(env, ch->async);
+  ch->async = NULL;
+  /* The object may be collected now; its finalizer frees the struct. */
+  if (ch->self) napi_delete_reference(env, ch->self);
+  ch->self = NULL;
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  channel_t *ch = (channel_t *)data;
+  /* Never started (or closed without polling): nothing is registered with the loop. */
+  if (!ch->polling && ch->fd >= 0) close(ch->fd);
+  /* References were deleted when the handle closed; only the arrays may remain (never started). */
+  free(ch->cur.data);
+  free(ch->cur.len);
+  free(ch->next.data);
+  free(ch->next.len);
+  free(ch);
+}
+
+static napi_value channel_new(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], self;
+  napi_get_cb_info(env, info, &argc, argv, &self, NULL);
+  int32_t family = 0, port = -1;
+  char address[64] = {0};
+  size_t got = 0;
+  if (argc < 3 || napi_get_value_int32(env, argv[0], &family) != napi_ok || (family != 4 && family != 6) ||
+      napi_get_value_string_utf8(env, argv[1], address, sizeof address, &got) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &port) != napi_ok || port < 0 || port > 65535) {
+    napi_throw_type_error(env, NULL, "new UdpChannel(family: 4 | 6, address: string, port: number)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  if (parse_address(family, address, port, &ss, &sl) != 0) {
+    napi_throw_type_error(env, NULL, "UdpChannel: address is not an IP literal of that family");
+    return NULL;
+  }
+  int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  int one = 1;
+  /* SO_REUSEADDR lets the transfer's unconnected stray-packet socket share this port. */
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "bind", err);
+  }
+  channel_t *ch = calloc(1, sizeof *ch);
+  if (ch == NULL) {
+    close(fd);
+    napi_throw_error(env, NULL, "UdpChannel: out of memory");
+    return NULL;
+  }
+  ch->env = env;
+  ch->fd = fd;
+  ch->family = family;
+  ch->poll.data = ch;
+  if (napi_wrap(env, self, ch, finalize, NULL, NULL) != napi_ok) {
+    close(fd);
+    free(ch);
+    napi_throw_error(env, NULL, "UdpChannel: wrap failed");
+    return NULL;
+  }
+  return self;
+}
+
+static napi_value channel_port(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  channel_t *ch = unwrap_this(env, info, &argc, NULL);
+  if (ch == NULL) return NULL;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (ch->fd < 0 || getsockname(ch->fd, (struct sockaddr *)&ss, &sl) != 0) return throw_errno(env, "getsockname", errno ? errno : EBADF);
+  int port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  napi_value v;
+  napi_create_int32(env, port, &v);
+  return v;
+}
+
+static napi_value channel_connect(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  channel_t *ch = unwrap_this(env, info, &argc, argv);
+  if (ch == NULL) return NULL;
+  char address[64] = {0};
+  size_t got = 0;
+  int32_t port = -1;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], address, sizeof address, &got) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &port) != napi_ok || port <= 0 || port > 65535) {
+    napi_throw_type_error(env, NULL, "connect(address: string, port: number)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  if (parse_address(ch->family, address, port, &ss, &sl) != 0) {
+    napi_throw_type_error(env, NULL, "connect: address is not an IP literal of the channel's family");
+    return NULL;
+  }
+  if (ch->fd < 0) return throw_errno(env, "connect", EBADF);
+  if (connect(ch->fd, (struct sockaddr *)&ss, sl) != 0) return throw_errno(env, "connect", errno);
+  return NULL;
+}
+
+static napi_value channel_start(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  channel_t *ch = unwrap_this(env, info, &argc, argv);
+  if (ch == NULL) return NULL;
+  napi_valuetype t, t2;
+  if (argc < 2 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function || napi_typeof(env, argv[1], &t2) != napi_ok ||
+      t2 != napi_function) {
+    napi_throw_type_error(env, NULL, "start(onPacket: (packet: Buffer, lastSent: number) => void, onAdvance: (firstBlock: number) => void)");
+    return NULL;
+  }
+  if (ch->polling || ch->closed) {
+    napi_throw_error(env, NULL, "UdpChannel: already started or closed");
+    return NULL;
+  }
+  napi_value self, name;
+  napi_get_cb_info(env, info, NULL, NULL, &self, NULL);
+  napi_create_string_utf8(env, "UdpChannel", NAPI_AUTO_LENGTH, &name);
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, NULL, "UdpChannel: no event loop");
+    return NULL;
+  }
+  int rc = uv_poll_init(loop, &ch->poll, ch->fd);
+  if (rc != 0) {
+    napi_throw_error(env, NULL, uv_strerror(rc));
+    return NULL;
+  }
+  ch->poll.data = ch;
+  ch->polling = 1;
+  napi_create_reference(env, argv[0], 1, &ch->on_packet);
+  napi_create_reference(env, argv[1], 1, &ch->on_advance);
+  napi_create_reference(env, self, 1, &ch->self);
+  napi_async_init(env, NULL, name, &ch->async);
+  rc = uv_poll_start(&ch->poll, UV_READABLE, on_readable);
+  if (rc != 0) {
+    ch->closed = 1;
+    uv_close((uv_handle_t *)&ch->poll, on_closed);
+    napi_throw_error(env, NULL, uv_strerror(rc));
+  }
+  return NULL;
+}
+
+static napi_value channel_send(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  channel_t *ch = unwrap_this(env, info, &argc, argv);
+  if (ch == NULL) return NULL;
+  void *data;
+  size_t len;
+  bool is_buffer = false;
+  if (argc < 1 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "send(packet: Buffer)");
+    return NULL;
+  }
+  int result = 0;
+  if (ch->fd < 0 || ch->closed) result = -EBADF;
+  else if (send(ch->fd, data, len, MSG_DONTWAIT) < 0) result = -errno;
+  napi_value v;
+  napi_create_int32(env, result, &v);
+  return v;
+}
+
+/* Reads a Buffer[] into a chunk (without its reference). Throws and returns -1 on a bad argument. */
+static int chunk_from_array(napi_env env, napi_value array, int64_t first, chunk_t *c) {
+  bool is_array = false;
+  uint32_t count = 0;
+  if (napi_is_array(env, array, &is_array) != napi_ok || !is_array || napi_get_array_length(env, array, &count) != napi_ok) {
+    napi_throw_type_error(env, NULL, "packets must be an array of Buffers");
+    return -1;
+  }
+  memset(c, 0, sizeof *c);
+  c->data = calloc(count ? count : 1, sizeof *c->data);
+  c->len = calloc(count ? count : 1, sizeof *c->len);
+  if (c->data == NULL || c->len == NULL) {
+    free(c->data);
+    free(c->len);
+    napi_throw_error(env, NULL, "out of memory");
+    return -1;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value el;
+    bool is_buffer = false;
+    void *p;
+    if (napi_get_element(env, array, i, &el) != napi_ok || napi_is_buffer(env, el, &is_buffer) != napi_ok || !is_buffer ||
+        napi_get_buffer_info(env, el, &p, &c->len[i]) != napi_ok) {
+      free(c->data);
+      free(c->len);
+      napi_throw_type_error(env, NULL, "packets must be an array of Buffers");
+      return -1;
+    }
+    c->data[i] = p;
+  }
+  c->count = count;
+  c->first = first;
+  /* The reference keeps the array, and so every Buffer's memory, alive while the pump may send it. */
+  napi_create_reference(env, array, 1, &c->ref);
+  return 0;
+}
+
+static napi_value channel_arm(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  channel_t *ch = unwrap_this(env, info, &argc, argv);
+  if (ch == NULL) return NULL;
+  int64_t first = 0, last = 0, sent = 0;
+  if (argc < 4 || napi_get_value_int64(env, argv[1], &first) != napi_ok || napi_get_value_int64(env, argv[2], &last) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &sent) != napi_ok) {
+    napi_throw_type_error(env, NULL, "arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number)");
+    return NULL;
+  }
+  chunk_t c;
+  if (chunk_from_array(env, argv[0], first, &c) != 0) return NULL;
+  release_packets(ch);
+  ch->cur = c;
+  ch->last_block = last;
+  ch->last_sent = sent;
+  ch->armed = 1;
+  return NULL;
+}
+
+static napi_value channel_queue(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  channel_t *ch = unwrap_this(env, info, &argc, argv);
+  if (ch == NULL) return NULL;
+  int64_t first = 0;
+  if (argc < 2 || napi_get_value_int64(env, argv[1], &first) != napi_ok) {
+    napi_throw_type_error(env, NULL, "queue(packets: Buffer[], firstBlock: number)");
+    return NULL;
+  }
+  chunk_t c;
+  if (chunk_from_array(env, argv[0], first, &c) != 0) return NULL;
+  chunk_release(env, &ch->next);
+  ch->next = c;
+  return NULL;
+}
+
+static napi_value channel_disarm(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  channel_t *ch = unwrap_this(env, info, &argc, NULL);
+  if (ch == NULL) return NULL;
+  release_packets(ch);
+  return NULL;
+}
+
+static napi_value channel_last_sent(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  channel_t *ch = unwrap_this(env, info, &argc, NULL);
+  if (ch == NULL) return NULL;
+  napi_value v;
+  napi_create_int64(env, ch->last_sent, &v);
+  return v;
+}
+
+static napi_value channel_last_progress(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  channel_t *ch = unwrap_this(env, info, &argc, NULL);
+  if (ch == NULL) return NULL;
+  napi_value v;
+  napi_create_double(env, ch->last_progress, &v);
+  return v;
+}
+
+static napi_value channel_close(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  channel_t *ch = unwrap_this(env, info, &argc, NULL);
+  if (ch == NULL) return NULL;
+  if (ch->closed) return NULL;
+  ch->closed = 1;
+  ch->armed = 0;
+  if (ch->polling) {
+    uv_poll_stop(&ch->poll);
+    uv_close((uv_handle_t *)&ch->poll, on_closed);
+  } else if (ch->fd >= 0) {
+    close(ch->fd);
+    ch->fd = -1;
+  }
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor methods[] = {
+      {"port", NULL, channel_port, NULL, NULL, NULL, napi_default, NULL},
+      {"connect", NULL, channel_connect, NULL, NULL, NULL, napi_default, NULL},
+      {"start", NULL, channel_start, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, channel_send, NULL, NULL, NULL, napi_default, NULL},
+      {"arm", NULL, channel_arm, NULL, NULL, NULL, napi_default, NULL},
+      {"queue", NULL, channel_queue, NULL, NULL, NULL, napi_default, NULL},
+      {"disarm", NULL, channel_disarm, NULL, NULL, NULL, napi_default, NULL},
+      {"lastSent", NULL, channel_last_sent, NULL, NULL, NULL, napi_default, NULL},
+      {"lastProgress", NULL, channel_last_progress, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, channel_close, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_value cls;
+  if (napi_define_class(env, "UdpChannel", NAPI_AUTO_LENGTH, channel_new, NULL, sizeof methods / sizeof methods[0], methods, &cls) != napi_ok)
+    return NULL;
+  napi_set_named_property(env, exports, "UdpChannel", cls);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,141 @@
+/**
+ * The transfer's socket (its transfer ID, RFC 1350), connected to the client. Two implementations:
+ *   - native (native/nbdh_udp.c): a socket polled by Node's libuv loop whose lockstep pump answers the
+ *     expected ACK with the next prepared DATA packet without entering JS (the default);
+ *   - dgram: node:dgram, when the addon is not built or is turned off.
+ * The transfer (transfer.ts) owns the protocol either way; the pump only repeats "ACK n, send n+1".
+ */
+import { createSocket, type Socket } from "node:dgram";
+import { loadAddon } from "../native.js";
+
+/** Answers the ACK of `lastSent` with the next of `packets` while it has one; see native/nbdh_udp.c. */
+export interface LockstepPump {
+  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number): void;
+  /** The chunk after the armed one; the pump reports moving into it through start's onAdvance. */
+  queue(packets: Buffer[], firstBlock: number): void;
+  disarm(): void;
+  /** The last block the pump (or arm) sent. */
+  lastSent(): number;
+  /** When the pump last sent, in milliseconds of `hrtimeMs()`. */
+  lastProgressMs(): number;
+}
+
+export interface TransferChannel {
+  readonly port: number;
+  readonly kind: "native" | "dgram";
+  connect(address: string, port: number): Promise<void>;
+  /**
+   * Delivers the client's datagrams that the pump (if any) did not answer, and tells when the pump
+   * moved into its queued chunk.
+   */
+  start(onPacket: (msg: Buffer) => void, onAdvance: (firstBlock: number) => void): void;
+  /** Never blocks and never throws: a failed send is a loss, and the transfer's timeout repeats it. */
+  send(packet: Buffer): void;
+  close(): void;
+  readonly pump?: LockstepPump;
+}
+
+/** The clock of LockstepPump.lastProgressMs (CLOCK_MONOTONIC, like uv_hrtime). */
+export function hrtimeMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+interface NativeUdpChannel {
+  port(): number;
+  connect(address: string, port: number): void;
+  start(onPacket: (packet: Buffer, lastSent: number) => void, onAdvance: (firstBlock: number) => void): void;
+  send(packet: Buffer): number;
+  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number): void;
+  queue(packets: Buffer[], firstBlock: number): void;
+  disarm(): void;
+  lastSent(): number;
+  lastProgress(): number;
+  close(): void;
+}
+
+type NativeUdpAddon = {
+  UdpChannel: new (family: 4 | 6, address: string, port: number) => NativeUdpChannel;
+};
+
+/** Whether the native channel can be used here (the addon is built and loads). */
+export function nativeChannelAvailable(): boolean {
+  try {
+    loadAddon<NativeUdpAddon>("nbdh_udp");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A native channel bound to `address`:`port` (0: a fresh port), sharing its port with SO_REUSEADDR. */
+export function openNativeChannel(family: 4 | 6, address: string, port = 0): TransferChannel {
+  const { UdpChannel } = loadAddon<NativeUdpAddon>("nbdh_udp");
+  const ch = new UdpChannel(family, address, port);
+  const pump: LockstepPump = {
+    arm: (packets, firstBlock, lastBlock, lastSent) => ch.arm(packets, firstBlock, lastBlock, lastSent),
+    queue: (packets, firstBlock) => ch.queue(packets, firstBlock),
+    disarm: () => ch.disarm(),
+    lastSent: () => ch.lastSent(),
+    lastProgressMs: () => ch.lastProgress(),
+  };
+  return {
+    port: ch.port(),
+    kind: "native",
+    connect: async (addr, p) => ch.connect(addr, p),
+    start: (onPacket, onAdvance) => ch.start((packet) => onPacket(packet), onAdvance),
+    send: (packet) => {
+      ch.send(packet);
+    },
+    close: () => ch.close(),
+    pump,
+  };
+}
+
+/** A node:dgram socket bound to `address`:`port` (0: a fresh port), sharing its port (reuseAddr). */
+export async function openDgramSocket(family: 4 | 6, address: string, port = 0): Promise<Socket> {
+  // Client addresses are IP literals: answering the lookup synchronously spares dns.lookup and a tick per send.
+  const socket = createSocket({
+    type: family === 6 ? "udp6" : "udp4",
+    reuseAddr: true,
+    lookup: (host, _opts, cb) => cb(null, host, family),
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind({ port, address }, () => {
+      socket.off("error", reject);
+      resolve();
+    });
+  });
+  return socket;
+}
+
+export async function openDgramChannel(
+  family: 4 | 6,
+  address: string,
+  onError: (err: Error) => void,
+): Promise<TransferChannel> {
+  const socket = await openDgramSocket(family, address);
+  socket.on("error", onError);
+  return {
+    port: socket.address().port,
+    kind: "dgram",
+    connect: (addr, p) =>
+      new Promise<void>((resolve, reject) => {
+        socket.once("error", reject);
+        socket.connect(p, addr, () => {
+          socket.off("error", reject);
+          resolve();
+        });
+      }),
+    start: (onPacket) => socket.on("message", (msg) => onPacket(msg)),
+    // No completion callback: a send that completes at once then costs nothing more.
+    send: (packet) => socket.send(packet),
+    close: () => {
+      try {
+        socket.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
