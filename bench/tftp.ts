@@ -22,15 +22,17 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
 const resultsDir = join(repoRoot, "bench", "results");
 
-const SINGLE_BYTES = 8 * 1024 * 1024;
+// 32 MiB: with 8 MiB, starting atftp (about 15 ms) was a third of a fast windowed run and flattened the ratios.
+const SINGLE_BYTES = 32 * 1024 * 1024;
 const CONC_BYTES = 64 * 1024 * 1024;
 const CONC_CLIENTS = 50;
 const BLKSIZES = [512, 1428, 8192];
 const WINDOWS = [1, 4, 16];
-const REPEATS = 3;
+const REPEATS = 5;
 const CONC_PATH = "veth";
 
-type ServerName = "ours" | "tftpd-hpa" | "dnsmasq";
+/** ours-dgram: this server with node:dgram transfer sockets instead of the native channel (lockstep only). */
+type ServerName = "ours" | "ours-dgram" | "tftpd-hpa" | "dnsmasq";
 interface RunningServer {
   name: ServerName;
   proc: ChildProcess;
@@ -48,8 +50,10 @@ interface SingleResult {
   server: ServerName;
   blksize: number;
   windowsize: number;
+  /** Median of the repeats (they run interleaved with the other servers' so that drift hits all alike). */
   seconds: number;
   mbps: number;
+  bestMbps: number;
   cpuSeconds: number;
   /** Ours only: blocks sent again over all repeats. */
   retransmits?: number;
@@ -72,7 +76,7 @@ function sleep(ms: number): Promise<void> {
 
 const clients = new Set<ChildProcess>();
 /** Totals from our server's transfer log lines. */
-const ourLog = { retransmits: 0, notOk: 0 };
+const ourLog = { retransmits: 0, notOk: 0, byServerAndWindow: new Map<string, number>() };
 
 function atftp(
   ns: string,
@@ -109,8 +113,13 @@ function atftp(
   });
 }
 
-async function startServers(ns: string, root: string): Promise<RunningServer[]> {
-  const servers: RunningServer[] = [];
+async function startOurs(
+  ns: string,
+  root: string,
+  name: "ours" | "ours-dgram",
+  port: number,
+): Promise<RunningServer> {
+  const transport = name === "ours" ? "native" : "dgram";
   const ours = spawn(
     "ip",
     [
@@ -121,9 +130,10 @@ async function startServers(ns: string, root: string): Promise<RunningServer[]> 
       join(here, "lib", "tftp-serve.js"),
       root,
       "0.0.0.0",
-      "6969",
+      String(port),
       "65464",
       "64",
+      transport,
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -135,9 +145,16 @@ async function startServers(ns: string, root: string): Promise<RunningServer[]> 
     pending = lines.pop() ?? "";
     for (const line of lines)
       try {
-        const rec = JSON.parse(line) as { msg?: string; retransmits?: number; outcome?: string };
+        const rec = JSON.parse(line) as {
+          msg?: string;
+          retransmits?: number;
+          outcome?: string;
+          windowsize?: number;
+        };
         if (rec.msg !== "tftp transfer") continue;
         ourLog.retransmits += rec.retransmits ?? 0;
+        const key = `${name}|${rec.windowsize}`;
+        ourLog.byServerAndWindow.set(key, (ourLog.byServerAndWindow.get(key) ?? 0) + (rec.retransmits ?? 0));
         if (rec.outcome !== "ok") ourLog.notOk++;
       } catch {
         // not JSON
@@ -147,7 +164,14 @@ async function startServers(ns: string, root: string): Promise<RunningServer[]> 
     ours.stdout?.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
     ours.on("exit", (c) => reject(new Error(`our server exited ${c}`)));
   });
-  servers.push({ name: "ours", proc: ours, pid: ours.pid as number, port: 6969, windowsizes: WINDOWS });
+  const windowsizes = name === "ours" ? WINDOWS : [1];
+  return { name, proc: ours, pid: ours.pid as number, port, windowsizes };
+}
+
+async function startServers(ns: string, root: string): Promise<RunningServer[]> {
+  const servers: RunningServer[] = [];
+  servers.push(await startOurs(ns, root, "ours", 6969));
+  servers.push(await startOurs(ns, root, "ours-dgram", 6970));
   // tftpd-hpa 5.2: -L stays in the foreground and forks one child per transfer.
   const hpa = spawn(
     "ip",
@@ -190,37 +214,68 @@ async function stopServer(s: RunningServer): Promise<void> {
   if (s.proc.exitCode === null) s.proc.kill("SIGKILL");
 }
 
-async function singleStream(
+/** One fetch; returns seconds and the server's CPU seconds. */
+async function fetchOnce(
   path: PathDef,
   s: RunningServer,
   blksize: number,
   windowsize: number,
-): Promise<SingleResult> {
-  let best = Number.POSITIVE_INFINITY;
-  let cpu = 0;
-  const rtx0 = ourLog.retransmits;
-  for (let i = 0; i < REPEATS; i++) {
-    const mon = monitorTree(s.pid);
-    const t0 = process.hrtime.bigint();
-    const code = await atftp(path.clientNs, path.host, s.port, "single.bin", blksize, windowsize);
-    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-    cpu += mon.stop().cpuSeconds;
-    if (code !== 0)
-      throw new Error(
-        `${s.name} ${path.name} blksize ${blksize} windowsize ${windowsize}: atftp exit ${code}`,
-      );
-    best = Math.min(best, secs);
-  }
-  return {
-    path: path.name,
-    server: s.name,
-    blksize,
-    windowsize,
-    seconds: best,
-    mbps: SINGLE_BYTES / 1e6 / best,
-    cpuSeconds: cpu / REPEATS,
-    ...(s.name === "ours" ? { retransmits: ourLog.retransmits - rtx0 } : {}),
-  };
+): Promise<{ secs: number; cpu: number }> {
+  const mon = monitorTree(s.pid);
+  const t0 = process.hrtime.bigint();
+  const code = await atftp(path.clientNs, path.host, s.port, "single.bin", blksize, windowsize);
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = mon.stop().cpuSeconds;
+  if (code !== 0)
+    throw new Error(`${s.name} ${path.name} blksize ${blksize} windowsize ${windowsize}: atftp exit ${code}`);
+  return { secs, cpu };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/**
+ * Every (server, windowsize) at one blksize, REPEATS rounds, each round running every server once:
+ * the machine's speed drifts over minutes here, and interleaving spreads that drift over all servers.
+ */
+async function singleStreams(
+  path: PathDef,
+  servers: RunningServer[],
+  blksize: number,
+): Promise<SingleResult[]> {
+  const configs = servers.flatMap((s) =>
+    s.windowsizes.map((ws) => ({ s, ws, times: [] as number[], cpu: 0 })),
+  );
+  const rtx0 = new Map(ourLog.byServerAndWindow);
+  for (let i = 0; i < REPEATS; i++)
+    for (const c of configs) {
+      const { secs, cpu } = await fetchOnce(path, c.s, blksize, c.ws);
+      c.times.push(secs);
+      c.cpu += cpu;
+    }
+  // Log lines arrive on a pipe: give the last ones a moment.
+  await sleep(200);
+  return configs.map((c) => {
+    const secs = median(c.times);
+    const key = `${c.s.name}|${c.ws}`;
+    const rtx = (ourLog.byServerAndWindow.get(key) ?? 0) - (rtx0.get(key) ?? 0);
+    return {
+      path: path.name,
+      server: c.s.name,
+      blksize,
+      windowsize: c.ws,
+      seconds: secs,
+      mbps: SINGLE_BYTES / 1e6 / secs,
+      bestMbps: SINGLE_BYTES / 1e6 / Math.min(...c.times),
+      cpuSeconds: c.cpu / REPEATS,
+      ...(c.s.name.startsWith("ours") ? { retransmits: rtx } : {}),
+    };
+  });
 }
 
 async function concurrent(path: PathDef, s: RunningServer): Promise<ConcurrentResult> {
@@ -293,15 +348,16 @@ async function main(): Promise<void> {
     const conc: ConcurrentResult[] = [];
     for (const path of paths) {
       for (const blksize of BLKSIZES)
-        for (const s of servers)
-          for (const ws of s.windowsizes) {
-            const r = await singleStream(path, s, blksize, ws);
-            single.push(r);
-            console.log(`${path.name} ${s.name} blksize ${blksize} ws ${ws}: ${r.mbps.toFixed(1)} MB/s`);
-          }
+        for (const r of await singleStreams(path, servers, blksize)) {
+          single.push(r);
+          console.log(
+            `${path.name} ${r.server} blksize ${r.blksize} ws ${r.windowsize}: ${r.mbps.toFixed(1)} MB/s (best ${r.bestMbps.toFixed(1)})`,
+          );
+        }
       // Concurrent clients over the veth only: three servers x 3.2 GB on both paths would not fit in 10 minutes.
       if (path.name !== CONC_PATH) continue;
       for (const s of servers) {
+        if (s.name === "ours-dgram") continue;
         const r = await concurrent(path, s);
         conc.push(r);
         console.log(
@@ -338,6 +394,7 @@ function buildReport(
   for (const r of single.filter((x) => x.server === "ours")) {
     const hpa = find(r.path, "tftpd-hpa", r.blksize, 1);
     const dns = find(r.path, "dnsmasq", r.blksize, 1);
+    const viaDgram = find(r.path, "ours-dgram", r.blksize, r.windowsize);
     rows.push([
       r.path,
       r.blksize,
@@ -347,6 +404,7 @@ function buildReport(
       dns ? dns.mbps.toFixed(1) : "n/a",
       ratio(r.mbps, hpa?.mbps),
       ratio(r.mbps, dns?.mbps),
+      viaDgram ? `${viaDgram.mbps.toFixed(1)} (${ratio(viaDgram.mbps, hpa?.mbps)})` : "",
       r.cpuSeconds.toFixed(2),
       hpa ? hpa.cpuSeconds.toFixed(2) : "n/a",
       dns ? dns.cpuSeconds.toFixed(2) : "n/a",
@@ -372,10 +430,13 @@ function buildReport(
     "",
     `Run ${new Date().toISOString()} on ${cpus().length} CPU(s) (${cpus()[0]?.model ?? "?"}), ${elapsed.toFixed(0)} s.`,
     "Client: atftp, output to /dev/null. Servers: this one (`bench/lib/tftp-serve.ts`, max blksize 65464, max windowsize 64,",
-    "window capped at 64 KiB), tftpd-hpa (`in.tftpd -L`), dnsmasq (TFTP only). All three run in one network namespace;",
-    "loopback = client in the same namespace, veth = client in a second namespace over a veth pair (MTU 1500).",
-    "tftpd-hpa 5.2 and dnsmasq do not implement windowsize (RFC 7440): they are measured lockstep and every one of our",
-    `rows is compared with their lockstep run at the same blksize. Single stream: ${SINGLE_BYTES / 1048576} MiB file, best of ${REPEATS}.`,
+    "window capped at 64 KiB) with its native transfer channel (`native/nbdh_udp.c`, lockstep pump), the same server with",
+    "node:dgram transfer sockets (ours-dgram, lockstep rows only), tftpd-hpa (`in.tftpd -L`), dnsmasq (TFTP only). All run",
+    "in one network namespace; loopback = client in the same namespace, veth = client in a second namespace over a veth",
+    "pair (MTU 1500). tftpd-hpa 5.2 and dnsmasq do not implement windowsize (RFC 7440): they are measured lockstep and every",
+    "one of our rows is compared with their lockstep run at the same blksize.",
+    `Single stream: ${SINGLE_BYTES / 1048576} MiB file, median of ${REPEATS} runs; the runs of all servers at one blksize are interleaved`,
+    "(round after round), so that the machine's drift over minutes hits every server alike. Best runs are in the JSON.",
     "CPU = server CPU seconds per transfer (tftpd-hpa: its forked children included, sampled every 50 ms).",
     "",
     "## Single stream (MB/s)",
@@ -390,6 +451,7 @@ function buildReport(
         "dnsmasq",
         "vs tftpd-hpa",
         "vs dnsmasq",
+        "ours-dgram (vs tftpd-hpa)",
         "CPU s ours",
         "CPU s hpa",
         "CPU s dnsmasq",
