@@ -14,25 +14,12 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <node_api.h>
+#include "nbdh_errno.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <net/if.h>
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  char code[32];
-  snprintf(code, sizeof code, "ERRNO_%d", err);
-  if (err == EPERM) snprintf(code, sizeof code, "EPERM");
-  else if (err == ENODEV) snprintf(code, sizeof code, "ENODEV");
-  else if (err == EADDRINUSE) snprintf(code, sizeof code, "EADDRINUSE");
-  else if (err == EACCES) snprintf(code, sizeof code, "EACCES");
-  else if (err == EBADF) snprintf(code, sizeof code, "EBADF");
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
 
 static int get_string(napi_env env, napi_value v, char *buf, size_t len) {
   size_t got = 0;

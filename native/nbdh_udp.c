@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <node_api.h>
+#include "nbdh_errno.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,19 +76,6 @@ typedef struct {
   double last_progress;
   uint8_t buf[RECV_BUFFER];
 } channel_t;
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  char code[32];
-  snprintf(code, sizeof code, "ERRNO_%d", err);
-  if (err == EADDRINUSE) snprintf(code, sizeof code, "EADDRINUSE");
-  else if (err == EADDRNOTAVAIL) snprintf(code, sizeof code, "EADDRNOTAVAIL");
-  else if (err == EACCES) snprintf(code, sizeof code, "EACCES");
-  else if (err == EINVAL) snprintf(code, sizeof code, "EINVAL");
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
 
 static int parse_address(int family, const char *text, int port, struct sockaddr_storage *ss, socklen_t *sl) {
   memset(ss, 0, sizeof *ss);
