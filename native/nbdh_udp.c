@@ -183,7 +183,17 @@ static void advanced(channel_t *ch) {
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
   channel_t *ch = (channel_t *)handle->data;
-  if (status < 0 || !(events & UV_READABLE)) return;
+  if (status < 0) {
+    /*
+     * libuv stops a poll handle on POLLERR, which a connected UDP socket raises for an ICMP error (port
+     * unreachable while the client re-binds, for one). Reading SO_ERROR clears it; poll again and read.
+     */
+    int err = 0;
+    socklen_t len = sizeof err;
+    (void)getsockopt(ch->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (ch->closed || uv_poll_start(&ch->poll, UV_READABLE, on_readable) != 0) return;
+  } else if (!(events & UV_READABLE))
+    return;
   for (int i = 0; i < RECV_BURST && !ch->closed; i++) {
     ssize_t n = recv(ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT);
     if (n < 0) {

@@ -163,6 +163,20 @@ describe.skipIf(!haveAddon)("native channel", () => {
     channel.send(Buffer.from([0, 3, 0, 1])); // after close: dropped, no throw
   });
 
+  test("an ICMP error (client port closed for a while) does not stop the channel from receiving", async () => {
+    const port = client.address().port;
+    client.close();
+    // Sent to a closed port: the kernel answers port unreachable, which marks the connected socket in error.
+    channel.send(Buffer.from([0, 3, 0, 1]));
+    await quiet(100);
+    client = createSocket("udp4");
+    client.on("message", (m) => received.push(m));
+    await new Promise<void>((r) => client.bind(port, "127.0.0.1", () => r()));
+    ack(7);
+    await quiet(100);
+    expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([7]);
+  });
+
   test("bad arguments are type errors, not crashes", () => {
     expect(() => channel.pump?.arm([Buffer.alloc(4), "x" as unknown as Buffer], 1, 2, 1)).toThrow(/Buffers/);
     expect(() => openNativeChannel(4, "not-an-address")).toThrow(/IP literal/);
