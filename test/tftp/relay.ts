@@ -13,6 +13,8 @@ export interface RelayStats {
 export class MisbehavingRelay {
   readonly stats: RelayStats = { forwarded: 0, duplicated: 0, reordered: 0 };
   private readonly sockets: Socket[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private closed = false;
   private main!: Socket;
 
   constructor(
@@ -61,7 +63,8 @@ export class MisbehavingRelay {
     let held: Buffer | undefined;
     let timer: NodeJS.Timeout | undefined;
     const flushHeld = () => {
-      if (held) send(held);
+      if (timer) this.timers.delete(timer);
+      if (held && !this.closed) send(held);
       held = undefined;
     };
     return (b: Buffer) => {
@@ -71,7 +74,9 @@ export class MisbehavingRelay {
         this.stats.reordered++;
         held = copy;
         clearTimeout(timer);
+        if (timer) this.timers.delete(timer);
         timer = setTimeout(flushHeld, 30);
+        this.timers.add(timer);
         return;
       }
       send(copy);
@@ -87,6 +92,8 @@ export class MisbehavingRelay {
   }
 
   close(): void {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
     for (const s of this.sockets) s.close();
   }
 }
