@@ -5,6 +5,7 @@ import type { Config } from "./config/schema.js";
 import { makeBootPolicy } from "./dhcp/boot-policy.js";
 import { DhcpServer } from "./dhcp/server.js";
 import { registerSecret } from "./log.js";
+import { MachineRegistry } from "./machines/registry.js";
 import { templatesDir } from "./package-root.js";
 import { TftpServer } from "./tftp/server.js";
 
@@ -16,7 +17,9 @@ export class Appliance {
   private config: Config;
   private readonly plan: BootPlan;
   private readonly tftp: TftpServer;
-  private dhcp: DhcpServer | undefined;
+  private readonly dhcp: DhcpServer | undefined;
+  /** Who holds which address: read from the lease store, consulted before any per-machine data goes out. */
+  private readonly machines: MachineRegistry;
 
   constructor(
     loaded: LoadedConfig,
@@ -24,7 +27,17 @@ export class Appliance {
   ) {
     this.config = loaded.config;
     registerConfigSecrets(this.config);
-    this.plan = new BootPlan({ ...planSections(this.config), logger });
+    this.dhcp =
+      this.config.dhcp.mode === "off"
+        ? undefined
+        : new DhcpServer({
+            config: this.config.dhcp,
+            stateDir: this.config.state_dir,
+            logger: this.logger.child({ svc: "dhcp" }),
+            bootPolicy: this.bootPolicy(),
+          });
+    this.machines = new MachineRegistry({ role: this.config.dhcp.mode, leases: this.dhcp });
+    this.plan = new BootPlan({ ...planSections(this.config), logger }, this.machines);
     this.tftp = new TftpServer({
       root: this.config.tftp.root,
       address: this.config.tftp.address,
@@ -41,17 +54,9 @@ export class Appliance {
 
   async start(): Promise<void> {
     await this.plan.checkLoaders(this.config.tftp.root);
+    // Leases first: TFTP then knows from its first request who holds which address (kept across restarts).
+    await this.dhcp?.start();
     await this.tftp.listen();
-    if (this.config.dhcp.mode !== "off") {
-      this.dhcp = new DhcpServer({
-        config: this.config.dhcp,
-        stateDir: this.config.state_dir,
-        logger: this.logger.child({ svc: "dhcp" }),
-        bootPolicy: this.bootPolicy(),
-        onBinding: (mac, address) => this.plan.noteBinding(mac, address),
-      });
-      await this.dhcp.start();
-    }
     this.logger.info(
       { dhcp: this.config.dhcp.mode, machines: this.config.machines?.length ?? 0 },
       "netboot-appliance started",

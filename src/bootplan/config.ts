@@ -191,6 +191,12 @@ export const machineSchema = z
     arch: bootArchSchema.optional(),
     image: z.string().min(1).optional(),
     initiator_iqn: iscsiNameSchema.optional(),
+    /**
+     * The address this machine boots from, pinned by the operator (a reservation on the site's DHCP
+     * server). Needed in dhcp proxy and off mode to serve a config carrying a secret; in full mode it
+     * must agree with the lease.
+     */
+    address: z.ipv4({ message: "is not an IPv4 address" }).optional(),
     volume: volumeSchema,
   })
   .transform((m) => ({ ...m, initiator_iqn: m.initiator_iqn ?? deriveInitiatorIqn(m.name) }));
@@ -216,6 +222,7 @@ export const machinesSchema = z.array(machineSchema).superRefine((machines, ctx)
     });
     if (m.uuid) claim(`uuid:${m.uuid}`, i, ["uuid"], `UUID ${m.uuid}`);
     claim(`iqn:${m.initiator_iqn}`, i, ["initiator_iqn"], `initiator IQN ${m.initiator_iqn}`);
+    if (m.address) claim(`address:${m.address}`, i, ["address"], `address ${m.address}`);
   });
 });
 export type Machines = z.output<typeof machinesSchema>;
@@ -331,5 +338,14 @@ export const cinderSchema = z.strictObject({
     .string()
     .regex(/^3\.\d+$/)
     .default("3.44"),
+  /** Largest Glance kernel or initrd accepted, whatever Glance claims (default 2 GiB). */
+  image_max_bytes: z
+    .number()
+    .int()
+    .min(1024 * 1024)
+    .max(64 * 1024 ** 3)
+    .default(2 * 1024 ** 3),
+  /** Deadline for one whole Glance download (the inactivity limit is timeout_ms). Default 15 min. */
+  image_download_timeout_ms: z.number().int().min(1000).max(86_400_000).default(900_000),
 });
 export type CinderConfig = z.output<typeof cinderSchema>;

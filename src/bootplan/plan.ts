@@ -2,11 +2,13 @@ import { join, resolve } from "node:path";
 import nunjucks from "nunjucks";
 import type { Logger } from "pino";
 import type { BootArch } from "../dhcp/boot-types.js";
+import { registerSecret } from "../log.js";
+import { MachineRegistry, type OwnedIdentity } from "../machines/registry.js";
 import type { TftpFileProvider, TftpSource } from "../tftp/provider.js";
 import { buildKernelArgs, type Flavour } from "./cmdline.js";
 import { type BootConfig, type CinderConfig, type Images, type Machine, normaliseMac } from "./config.js";
 import { grubQuote, grubQuoteWords } from "./grub-quote.js";
-import { ImageCache } from "./image-cache.js";
+import { DEFAULT_IMAGE_LIMITS, ImageCache } from "./image-cache.js";
 import { CinderClient } from "./openstack/cinder.js";
 import { GlanceClient } from "./openstack/glance.js";
 import { KeystoneSession } from "./openstack/keystone.js";
@@ -76,15 +78,20 @@ interface State {
  */
 export class BootPlan {
   private state: State;
-  private readonly bindings = new Map<string, string>();
-  private readonly uuids = new Map<string, string>();
   /** TFTP path → file for kernels and initrds handed out by renders (Glance files live in the cache). */
   private readonly served = new Map<string, string>();
 
   /** Cinder attachments and last good answers survive reloads (a SIGHUP during an outage keeps them). */
   private readonly cinderMemory = newCinderMemory();
 
-  constructor(opts: BootPlanOptions) {
+  /**
+   * `machines` answers who holds which address; it outlives reloads. Without one (netboot render, unit
+   * tests of rendering) nothing is owned, so no config that may carry a secret is served.
+   */
+  constructor(
+    opts: BootPlanOptions,
+    private readonly machines: MachineRegistry = new MachineRegistry({ role: "off" }),
+  ) {
     this.state = BootPlan.build(opts, this.cinderMemory);
   }
 
@@ -92,7 +99,7 @@ export class BootPlan {
     return this.state.opts.logger;
   }
 
-  /** Replaces config, inventory, resolvers and templates; keeps DHCP bindings. */
+  /** Replaces config, inventory, resolvers and templates; machine state lives in the registry. */
   reload(opts: BootPlanOptions): void {
     this.state = BootPlan.build(opts, this.cinderMemory);
     this.served.clear();
@@ -146,7 +153,14 @@ export class BootPlan {
       session = new KeystoneSession(opts.cinder, opts.logger);
       glance = new GlanceClient(session, opts.cinder.timeout_ms);
     }
-    const cache = new ImageCache(opts.cacheDir, glance, opts.logger);
+    const cache = new ImageCache(
+      opts.cacheDir,
+      glance,
+      opts.logger,
+      opts.cinder
+        ? { maxBytes: opts.cinder.image_max_bytes, downloadTimeoutMs: opts.cinder.image_download_timeout_ms }
+        : DEFAULT_IMAGE_LIMITS,
+    );
     if (opts.cinder && session) {
       const client = new CinderClient(
         session,
@@ -233,7 +247,7 @@ export class BootPlan {
     const normal = normaliseMac(mac);
     const own = normal === undefined ? undefined : this.state.byMac.get(normal);
     if (own) return own;
-    const id = uuid ?? (normal === undefined ? undefined : this.uuids.get(normal));
+    const id = uuid ?? (normal === undefined ? undefined : this.machines.uuidOf(normal));
     return id === undefined ? undefined : this.state.byUuid.get(id.toLowerCase());
   }
 
@@ -246,12 +260,6 @@ export class BootPlan {
     return this.findMachine(mac, uuid)?.arch;
   }
 
-  /** DHCP saw this MAC with this machine UUID: GRUB's later request by MAC finds the machine by UUID. */
-  noteUuid(mac: string, uuid: string): void {
-    const normal = normaliseMac(mac);
-    if (normal !== undefined) this.uuids.set(normal, uuid.toLowerCase());
-  }
-
   /** The machine a MAC boots as: its own entry, or the configured default machine. */
   private machineFor(mac: string): { machine: Machine; viaDefault: boolean } | undefined {
     const own = this.findMachine(mac);
@@ -259,12 +267,6 @@ export class BootPlan {
     const name = this.state.opts.boot.default_machine;
     const fallback = name === undefined ? undefined : this.state.byName.get(name);
     return fallback ? { machine: fallback, viaDefault: true } : undefined;
-  }
-
-  /** DHCP bound (or saw) this MAC at this address: its config is served to that address only. */
-  noteBinding(mac: string, ip: string): void {
-    const normal = normaliseMac(mac);
-    if (normal !== undefined) this.bindings.set(normal, ip);
   }
 
   /** The loader DHCP hands out for an architecture (shim), if configured. */
@@ -322,7 +324,8 @@ export class BootPlan {
 
     let resolved: ResolvedBoot;
     try {
-      resolved = await resolver.resolve(machine, image, { ip: this.bindings.get(normal), arch: bootArch });
+      const ip = this.machines.addressOf(normal, identityFor(machine, viaDefault));
+      resolved = await resolver.resolve(machine, image, { ip, arch: bootArch });
     } catch (err) {
       if (err instanceof UnresolvableMachineError) throw err;
       throw new UnresolvableMachineError(`machine ${machine.name}: ${(err as Error).message}`);
@@ -363,6 +366,7 @@ export class BootPlan {
     this.served.set(resolved.kernel.tftpPath, resolved.kernel.file);
     this.served.set(resolved.initrd.tftpPath, resolved.initrd.file);
     const secrets = [resolved.chap?.password, resolved.chap?.in_password].filter((s): s is string => !!s);
+    for (const secret of secrets) registerSecret(secret);
     return {
       machine: machine.name,
       mac: normal,
@@ -398,14 +402,7 @@ export class BootPlan {
       const conf = MACHINE_CONF_RE.exec(path);
       if (conf) {
         const mac = (conf[1] ?? "").toLowerCase();
-        const bound = this.bindings.get(mac);
-        if (bound !== undefined && bound !== client.address) {
-          this.log.warn(
-            { mac, client: client.address, bound },
-            "machine config refused: requested from another address than the machine's",
-          );
-          throw new Error(`config of ${mac} is served only to the machine's own address`);
-        }
+        this.checkOwner(mac, client.address);
         try {
           const result = await this.render(mac);
           this.log.info(
@@ -439,6 +436,27 @@ export class BootPlan {
     };
   }
 
+  /**
+   * A machine's config goes only to the address that holds its lease (or its pinned address). Where
+   * nobody is known to hold it, a config that cannot carry a secret (static volume without CHAP) is
+   * still served, so proxy mode works without pins; one that may carry a secret (CHAP, or Cinder, whose
+   * answer may add CHAP) is refused. Checked before rendering: a refused client causes no Cinder call.
+   */
+  private checkOwner(mac: string, client: string): void {
+    const found = this.machineFor(mac);
+    if (!found) return; // nothing to serve: render() refuses it with the reason
+    const identity = identityFor(found.machine, found.viaDefault);
+    const decision = this.machines.authorize(mac, client, identity);
+    if (decision.allowed) return;
+    const ownerKnown = this.machines.addressOf(mac, identity) !== undefined;
+    if (!ownerKnown && !mayCarrySecret(found.machine)) return;
+    this.log.warn(
+      { mac, machine: found.machine.name, client, reason: decision.reason },
+      "machine config refused: the client does not hold this machine's address",
+    );
+    throw new Error(`config of ${mac} is served only to the machine's own address (${decision.reason})`);
+  }
+
   /** shim asks for grubx64.efi/grubaa64.efi by name, beside itself or at the root (rhboot/shim#524). */
   private grubAlias(path: string): string | undefined {
     const root = this.state.opts.tftpRoot;
@@ -454,4 +472,14 @@ export class BootPlan {
     if (dir !== "" && dir !== shimDir) return undefined;
     return join(root, loader.grub);
   }
+}
+
+/** What ownership knows of a machine; the default machine's pinned address is not another MAC's. */
+function identityFor(machine: Machine, viaDefault: boolean): OwnedIdentity {
+  return viaDefault ? { name: machine.name } : { name: machine.name, address: machine.address };
+}
+
+/** A static volume with CHAP carries a secret; a Cinder volume may (its answer can name CHAP). */
+function mayCarrySecret(machine: Machine): boolean {
+  return machine.volume.resolver !== "static" || machine.volume.chap !== undefined;
 }

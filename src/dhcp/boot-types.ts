@@ -28,6 +28,3 @@ export interface BootAnswer {
 
 /** Synchronous and cheap: it runs inside the DHCP exchange. Undefined means "no boot answer". */
 export type BootPolicy = (req: BootRequest) => BootAnswer | undefined;
-
-/** Called when a client is bound to an address (full mode ACK, or an address learned in proxy mode). */
-export type BindingListener = (mac: string, address: string) => void;

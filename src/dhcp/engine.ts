@@ -4,7 +4,7 @@
  */
 import type { Logger } from "pino";
 import { archCodeFromVendorClass, archFromCode, isHttpClient, isPxeClient } from "./arch.js";
-import type { BindingListener, BootAnswer, BootPolicy } from "./boot-types.js";
+import type { BootAnswer, BootPolicy } from "./boot-types.js";
 import { type DhcpConfig, parseCidr, type SubnetConfig } from "./config.js";
 import type { Lease, LeaseStore } from "./leases.js";
 import {
@@ -55,7 +55,6 @@ export interface EngineOptions {
   store: LeaseStore;
   bootPolicy: BootPolicy;
   logger: Logger;
-  onBinding?: BindingListener | undefined;
 }
 
 const ZERO = "0.0.0.0";
@@ -118,7 +117,6 @@ export class DhcpEngine {
   private offerByMac = new Map<string, string>();
   private readonly store: LeaseStore;
   private readonly logger: Logger;
-  private readonly onBinding: BindingListener | undefined;
   private badPackets = { logged: 0, suppressed: 0, windowStart: 0 };
   private exhaustedLoggedAt = new Map<string, number>();
   /** Counters since start: datagrams handled, malformed ones dropped, replies produced. */
@@ -129,7 +127,6 @@ export class DhcpEngine {
     this.bootPolicy = opts.bootPolicy;
     this.store = opts.store;
     this.logger = opts.logger;
-    this.onBinding = opts.onBinding;
     this.setConfig(opts.config);
   }
 
@@ -288,11 +285,31 @@ export class DhcpEngine {
       return this.nak(req, ctx, ex, `${ex.mac} is reserved ${reserved.address}`);
     if (!this.isFree(address, ex.mac, now)) return this.nak(req, ctx, ex, `${address} is in use`);
 
+    // A lease (and with it the right to the machine's config) is made only from an offer this server
+    // made, or confirms the address it already gave this MAC: a forged REQUEST cannot move a binding.
+    const previous = this.store.byMac(ex.mac);
+    const known =
+      this.offerByMac.get(ex.mac) === address ||
+      previous?.address === address ||
+      reserved?.address === address;
+    if (!known) {
+      // RFC 2131 4.3.2: INIT-REBOOT from a client we have no record of: stay silent (it falls back to
+      // DISCOVER). SELECTING an address we did not offer, or RENEWING one it does not hold: NAK.
+      if (serverId === undefined && req.ciaddr === ZERO && previous === undefined)
+        return this.none(ex, "init-reboot-unknown-client");
+      return this.nak(req, ctx, ex, `${address} was not offered to ${ex.mac}`);
+    }
+
     const leaseMs = pool.cfg.lease_time * 1000;
     const records: Lease[] = [];
-    const previous = this.store.byMac(ex.mac);
-    if (previous && previous.address !== address && previous.state === "bound")
+    if (previous && previous.address !== address && previous.state === "bound") {
       records.push({ ...previous, expires: now, state: "free" });
+      if (previous.expires > now)
+        this.logger.warn(
+          { mac: ex.mac, from: previous.address, to: address },
+          "lease moved to a new address: the machine's config now goes to the new address only",
+        );
+    }
     const hostname = reserved?.hostname ?? getString(req.options, Opt.HostName);
     records.push({ address, mac: ex.mac, expires: now + leaseMs, state: "bound", hostname });
     if (this.offers.get(address)?.mac === ex.mac) this.offers.delete(address);
@@ -300,13 +317,7 @@ export class DhcpEngine {
     // The ACK waits for fdatasync of this record (group commit with every other ACK of this turn).
     await this.store.commit(records);
     ex.outcome = "ack";
-    const out = this.leaseReply(req, MessageType.Ack, address, pool, ctx, ex);
-    try {
-      this.onBinding?.(ex.mac, address);
-    } catch (err) {
-      this.logger.error({ err }, "binding listener failed");
-    }
-    return out;
+    return this.leaseReply(req, MessageType.Ack, address, pool, ctx, ex);
   }
 
   private nak(req: DhcpPacket, ctx: ExchangeContext, ex: Exchange, why: string): Outgoing | undefined {
@@ -402,11 +413,9 @@ export class DhcpEngine {
     if (type === MessageType.Discover && !onProxyPort) {
       replyType = MessageType.Offer;
     } else if (type === MessageType.Request || type === MessageType.Inform) {
-      const learned = req.ciaddr !== ZERO ? req.ciaddr : getIp(req.options, Opt.RequestedAddress);
-      if (learned !== undefined) {
-        ex.ip = learned;
-        this.noteBinding(ex.mac, learned);
-      }
+      // Logged, never trusted: in proxy mode the address a client claims grants it nothing.
+      const claimed = req.ciaddr !== ZERO ? req.ciaddr : getIp(req.options, Opt.RequestedAddress);
+      if (claimed !== undefined) ex.ip = claimed;
       // On 67 a REQUEST is the client taking its lease from the site's server (which may share our
       // address, so its server identifier proves nothing). A proxy has no lease to confirm: an ACK from
       // us (yiaddr 0) reaching the client first makes it decline its lease (EDK2 DhcpHandleRequest).
@@ -427,14 +436,6 @@ export class DhcpEngine {
     if (onProxyPort)
       return this.encodeTo(req, reply, req.ciaddr !== ZERO ? req.ciaddr : ctx.from.address, ctx.from.port);
     return this.send(req, reply, ctx);
-  }
-
-  private noteBinding(mac: string, address: string): void {
-    try {
-      this.onBinding?.(mac, address);
-    } catch (err) {
-      this.logger.error({ err }, "binding listener failed");
-    }
   }
 
   // ---------------------------------------------------------------- helpers
@@ -543,6 +544,10 @@ export class DhcpEngine {
   private hold(address: string, mac: string, now: number): void {
     const prev = this.offerByMac.get(mac);
     if (prev !== undefined && prev !== address) this.offers.delete(prev);
+    // The address may still hold another MAC's (expired) offer: that MAC's index entry goes with it.
+    const displaced = this.offers.get(address);
+    if (displaced && displaced.mac !== mac && this.offerByMac.get(displaced.mac) === address)
+      this.offerByMac.delete(displaced.mac);
     this.offers.set(address, { mac, until: now + OFFER_HOLD_MS });
     this.offerByMac.set(mac, address);
   }
@@ -610,6 +615,11 @@ export class DhcpEngine {
     } else {
       b.suppressed++;
     }
+  }
+
+  /** Outstanding offers, by address and by MAC (the two must stay the same size). */
+  offerCounts(): { byAddress: number; byMac: number } {
+    return { byAddress: this.offers.size, byMac: this.offerByMac.size };
   }
 
   /** Expired offers are forgotten (called periodically). */

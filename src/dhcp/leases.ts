@@ -19,7 +19,9 @@ import {
   closeSync,
   existsSync,
   fdatasync,
+  fstatSync,
   fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -128,7 +130,11 @@ export class LeaseStore {
   private readonly leases = new Map<string, Lease>();
   private readonly macIndex = new Map<string, string>();
   private pending: string[] = [];
+  /** What each pending record replaced in memory, so a batch that fails to reach disk is undone. */
+  private undo: { applied: Lease; previous: Lease | undefined }[] = [];
   private waiters: Waiter[] = [];
+  /** Bytes of the journal known to be whole; a failed write is cut back to this. */
+  private journalBytes = 0;
   private scheduled = false;
   private flushing: Promise<void> | undefined;
   private journalRecords = 0;
@@ -176,6 +182,7 @@ export class LeaseStore {
     const store = new LeaseStore(dir, fd, logger, opts);
     for (const lease of map.values()) store.apply(lease);
     store.journalRecords = records;
+    store.journalBytes = fstatSync(fd).size;
     // A compaction interrupted by a crash: finish it before serving.
     if (rotated !== undefined) await store.compactRotated();
     logger.info({ dir, leases: map.size }, "lease store opened");
@@ -217,6 +224,7 @@ export class LeaseStore {
   commit(records: Lease[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error("lease store is closed"));
     for (const r of records) {
+      this.undo.push({ applied: r, previous: this.leases.get(r.address) });
       this.apply(r);
       this.pending.push(formatRecord(r));
     }
@@ -241,17 +249,25 @@ export class LeaseStore {
 
   private async flushLoop(): Promise<void> {
     while (this.pending.length > 0) {
-      const data = this.pending.join("");
+      const data = Buffer.from(this.pending.join(""), "latin1");
       const waiters = this.waiters;
+      const undo = this.undo;
       const count = this.pending.length;
       this.pending = [];
       this.waiters = [];
+      this.undo = [];
       try {
         // write(2) of a few KB into the page cache is quick: done inline, saving a thread-pool hop;
         // fdatasync, the slow part, runs in the pool while the event loop keeps serving.
         const started = performance.now();
-        writeAllSync(this.fd, Buffer.from(data, "latin1"));
-        await new Promise<void>((res, rej) => fdatasync(this.fd, (e) => (e ? rej(e) : res())));
+        try {
+          writeAllSync(this.fd, data);
+          await new Promise<void>((res, rej) => fdatasync(this.fd, (e) => (e ? rej(e) : res())));
+        } catch (err) {
+          this.discardBatch(undo);
+          throw err;
+        }
+        this.journalBytes += data.length;
         const ms = performance.now() - started;
         this.stats.totalSyncMs += ms;
         if (ms > this.stats.maxSyncMs) this.stats.maxSyncMs = Math.round(ms * 10) / 10;
@@ -261,11 +277,41 @@ export class LeaseStore {
         this.journalRecords += count;
         for (const w of waiters) w.resolve();
       } catch (err) {
-        this.logger.error({ err }, "lease journal write failed: no ACK for this batch");
+        const code = (err as NodeJS.ErrnoException).code;
+        this.logger.error(
+          { err, code, records: count, dir: this.dir },
+          code === "ENOSPC"
+            ? "lease journal write failed: the state directory is full; no ACK for this batch"
+            : "lease journal write failed: no ACK for this batch",
+        );
         for (const w of waiters) w.reject(err as Error);
       }
       if (this.journalRecords > this.opts.compactAfter + this.leases.size && !this.compacting && !this.closed)
         this.rotate();
+    }
+  }
+
+  /**
+   * A batch that did not reach disk: the journal is cut back to its last whole record (a torn line
+   * must not glue itself to the next batch), and memory forgets the records, newest first, where
+   * nothing has replaced them since.
+   */
+  private discardBatch(undo: { applied: Lease; previous: Lease | undefined }[]): void {
+    try {
+      ftruncateSync(this.fd, this.journalBytes);
+    } catch (err) {
+      this.logger.error(
+        { err },
+        "lease journal: cannot cut a failed write back (the torn tail is removed at load)",
+      );
+    }
+    for (let i = undo.length - 1; i >= 0; i--) {
+      const { applied, previous } = undo[i] as (typeof undo)[number];
+      if (this.leases.get(applied.address) !== applied) continue;
+      if (applied.mac !== "" && this.macIndex.get(applied.mac) === applied.address)
+        this.macIndex.delete(applied.mac);
+      if (previous) this.apply(previous);
+      else this.leases.delete(applied.address);
     }
   }
 
@@ -280,12 +326,23 @@ export class LeaseStore {
   /** Called between batches (nothing in flight): the journal is closed, renamed to .2, and a new one started. */
   private rotate(): void {
     const dir = this.dir;
+    if (existsSync(join(dir, ROTATED))) {
+      // An earlier compaction failed (a full disk, say): finish it before rotating again, or the
+      // rename would replace .2 and lose its records.
+      this.compacting = this.compactRotated()
+        .catch((err) => this.logger.error({ err }, "lease compaction failed (will retry)"))
+        .finally(() => {
+          this.compacting = undefined;
+        });
+      return;
+    }
     try {
       renameSync(join(dir, JOURNAL), join(dir, ROTATED));
       const fd = openSync(join(dir, JOURNAL), "a");
       fsyncDir(dir);
       closeSync(this.fd);
       this.fd = fd;
+      this.journalBytes = 0;
     } catch (err) {
       this.logger.error({ err }, "lease journal rotation failed");
       return;

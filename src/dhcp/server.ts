@@ -1,6 +1,6 @@
 /** The DHCP server: sockets per interface (transport.ts) around the protocol engine (engine.ts). */
 import type { Logger } from "pino";
-import type { BindingListener, BootPolicy } from "./boot-types.js";
+import type { BootPolicy } from "./boot-types.js";
 import type { DhcpConfig } from "./config.js";
 import { DhcpEngine, type ExchangeContext } from "./engine.js";
 import { type Lease, LeaseStore, type LeaseStoreOptions, readLeases } from "./leases.js";
@@ -13,7 +13,6 @@ export interface DhcpServerOptions {
   stateDir: string;
   logger: Logger;
   bootPolicy: BootPolicy;
-  onBinding?: BindingListener;
   leaseStore?: LeaseStoreOptions;
 }
 
@@ -48,7 +47,6 @@ export class DhcpServer {
       store: this.store,
       bootPolicy: this.opts.bootPolicy,
       logger: this.logger,
-      onBinding: this.opts.onBinding,
     });
     const ports =
       this.config.mode === "proxy" ? [this.config.port, this.config.proxy_port] : [this.config.port];
@@ -147,6 +145,11 @@ export class DhcpServer {
 
   leases(): Lease[] {
     return this.store?.all() ?? [];
+  }
+
+  /** The lease record naming this MAC (undefined before start and after stop: nothing is owned then). */
+  byMac(mac: string): Lease | undefined {
+    return this.store?.byMac(mac);
   }
 
   /** Datagrams received, malformed ones dropped, replies sent since start. */

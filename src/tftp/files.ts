@@ -2,7 +2,14 @@
  * Byte sources for transfers. Files are opened once per (device, inode, size, mtime) and shared by all
  * concurrent transfers, which read blocks with positional reads: 100 clients on one 64 MB file hold one
  * descriptor and the kernel's page cache, not 100 copies.
+ *
+ * A file changed in place while a transfer reads it (cp over a kernel, say) must not reach a client as a
+ * mix of old and new bytes: every read checks afterwards that size, mtime and ctime are still those seen
+ * at open, and fails the transfer otherwise. (A write updates mtime before it copies data, so a read that
+ * saw new bytes sees the new time.) Replacing a file by rename is the clean way: running transfers keep
+ * the old inode and send it whole.
  */
+import { fstatSync, type Stats } from "node:fs";
 import { type FileHandle, open, stat } from "node:fs/promises";
 
 export interface BlockSource {
@@ -32,6 +39,8 @@ interface SharedFile {
   key: string;
   handle: FileHandle;
   size: number;
+  /** size, mtime and ctime when opened. */
+  stamp: string;
   refs: number;
   lingerTimer?: NodeJS.Timeout;
 }
@@ -84,7 +93,7 @@ export class SharedFileCache {
   private async openShared(path: string, key: string): Promise<SharedFile> {
     const handle = await open(path, "r");
     const st = await handle.stat();
-    const shared: SharedFile = { key, handle, size: st.size, refs: 0 };
+    const shared: SharedFile = { key, handle, size: st.size, stamp: stampOf(st), refs: 0 };
     if (this.closed) {
       await handle.close();
       throw Object.assign(new Error("server closing"), { code: "ECLOSED" });
@@ -108,9 +117,10 @@ export class SharedFileCache {
         let done = 0;
         while (done < len) {
           const { bytesRead } = await shared.handle.read(buf, done, len - done, offset + done);
-          if (bytesRead === 0) break; // file truncated under us: send what there is
+          if (bytesRead === 0) break; // file truncated under us: caught just below
           done += bytesRead;
         }
+        assertUnchanged(shared);
         return done === len ? buf : buf.subarray(0, done);
       },
       readInto: async (targets, offset) => {
@@ -132,6 +142,7 @@ export class SharedFileCache {
           }
           pending = rest;
         }
+        assertUnchanged(shared);
         return done;
       },
       release: () => {
@@ -163,6 +174,16 @@ export class SharedFileCache {
       }),
     );
   }
+}
+
+function stampOf(st: Stats): string {
+  return `${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+}
+
+/** Throws when the file was modified since it was opened (the bytes just read may be a mix). */
+function assertUnchanged(shared: SharedFile): void {
+  if (stampOf(fstatSync(shared.handle.fd)) !== shared.stamp)
+    throw new Error("file changed on disk during the transfer (replace files by rename)");
 }
 
 function classify(err: unknown): OpenResult {

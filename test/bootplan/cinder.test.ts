@@ -5,7 +5,7 @@ import { parseDracutCmdline } from "../../src/bootplan/cmdline.js";
 import { BootPlan } from "../../src/bootplan/plan.js";
 import { UnresolvableMachineError } from "../../src/bootplan/resolver.js";
 import { type FakeVolume, type OpenStackFake, startOpenStackFake } from "../support/openstack-fake.js";
-import { captureLogger, planOptionsFromYaml, tempDir } from "./helpers.js";
+import { captureLogger, leasedRegistry, planOptionsFromYaml, tempDir } from "./helpers.js";
 
 const KEYSTONE_PASSWORD = "Keystone-Pa55word";
 const APP_SECRET = "AppCred-S3cret-value";
@@ -72,8 +72,10 @@ describe("Cinder resolver against the OpenStack fake", () => {
   const log = captureLogger();
   let cacheDir: string;
   let plan: BootPlan;
+  let owners: Awaited<ReturnType<typeof leasedRegistry>>;
 
   beforeAll(async () => {
+    owners = await leasedRegistry(log.logger);
     os = await startOpenStackFake({
       password: KEYSTONE_PASSWORD,
       appCredential: { id: "ac-123", secret: APP_SECRET },
@@ -82,12 +84,16 @@ describe("Cinder resolver against the OpenStack fake", () => {
     // VOL2 shares VOL's kernel and initrd images, as machines booting the same image would.
     const ids = os.imageIdsOf(VOL);
     cacheDir = tempDir();
-    plan = new BootPlan(planOptionsFromYaml(config(os, PASSWORD_AUTH), { cacheDir, logger: log.logger }));
+    plan = new BootPlan(
+      planOptionsFromYaml(config(os, PASSWORD_AUTH), { cacheDir, logger: log.logger }),
+      owners.registry,
+    );
     void ids;
   });
   afterEach(() => os.clearFaults());
   afterAll(async () => {
     await os?.close();
+    await owners?.store.close();
     // No secret ever reaches the log: CHAP from Cinder, the Keystone password, the app credential, tokens.
     const text = log.text();
     expect(text).not.toContain(CHAP_PASSWORD);
@@ -168,7 +174,7 @@ describe("Cinder resolver against the OpenStack fake", () => {
 
   it("reuses the token and the attachment on the next boot", async () => {
     const before = os.calls.length;
-    plan.noteBinding("52:54:00:aa:00:01", "10.0.0.21");
+    await owners.lease("52:54:00:aa:00:01", "10.0.0.21");
     await plan.render("52:54:00:aa:00:01");
     const calls = os.calls.slice(before);
     expect(calls.filter((c) => c.path.includes("/auth/tokens"))).toHaveLength(0);
@@ -250,6 +256,7 @@ describe("Cinder resolver against the OpenStack fake", () => {
 
   it("without a last good answer, an unreachable Cinder leaves the machine without config, with a clear log line", async () => {
     os.addFault({ path: new RegExp(VOL2), status: 500 });
+    await owners.lease("52:54:00:aa:00:02", "10.0.0.22");
     const provide = plan.tftpProvider();
     expect(await provide("grub/52:54:00:aa:00:02.conf", { address: "10.0.0.22", port: 1 })).toBeUndefined();
     const line = log
@@ -302,6 +309,40 @@ describe("Cinder resolver against the OpenStack fake", () => {
       targetName: `iqn.2010-10.org.openstack:volume-${VOL_OLD}`,
     });
     expect(parseDracutCmdline(r.cmdline).targets[0]?.username).toBeUndefined();
+  });
+
+  it("a 200 answer with invalid data is a refusal with the reason, never the last known good", async () => {
+    await plan.render("52:54:00:aa:00:01"); // a last good answer exists
+    for (const [over, why] of [
+      [{ target_iqn: "not an iqn" }, /target_iqn "not an iqn" must start with iqn\./],
+      [{ driver_volume_type: "nfs" as "iscsi" }, /driver_volume_type "nfs" is not iscsi or iser/],
+      [{ target_lun: -4 }, /target_lun -4 is not a LUN/],
+    ] as const) {
+      os.setVolume(volume(VOL, over));
+      const err = await plan.render("52:54:00:aa:00:01").catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UnresolvableMachineError);
+      expect(String((err as Error).message)).toMatch(why);
+    }
+    os.setVolume(volume(VOL));
+    const lastGoodUses = log
+      .lines()
+      .filter((l) => l.msg === "cinder unavailable: using the last known good connection info");
+    const r = await plan.render("52:54:00:aa:00:01");
+    expect(r.fallback).toBe(false);
+    expect(
+      log.lines().filter((l) => l.msg === "cinder unavailable: using the last known good connection info"),
+    ).toHaveLength(lastGoodUses.length);
+  });
+
+  it("an endless answer is cut at the size limit, without the memory it would take, and refused", async () => {
+    os.addFault({ path: /\/volumes\//, hugeBodyBytes: 300 * 1024 * 1024 });
+    const rssBefore = process.memoryUsage().rss;
+    const err = await plan.render("52:54:00:aa:00:01").catch((e: unknown) => e);
+    const grown = process.memoryUsage().rss - rssBefore;
+    expect(err).toBeInstanceOf(UnresolvableMachineError);
+    expect(String((err as Error).message)).toMatch(/answer of \d+\+ bytes is over the 8388608-byte limit/);
+    expect(grown).toBeLessThan(120 * 1024 * 1024);
+    console.log(`300 MiB Cinder answer: refused, RSS grew ${(grown / 1048576).toFixed(1)} MiB`);
   });
 
   it("downloads a changed image again, once for machines booting at the same time, and drops the old version", async () => {

@@ -8,6 +8,8 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { bootConfigSchema, cinderSchema, imagesSchema, machinesSchema } from "../../src/bootplan/config.js";
 import type { BootPlanOptions } from "../../src/bootplan/plan.js";
+import { LeaseStore } from "../../src/dhcp/leases.js";
+import { type DhcpRole, MachineRegistry } from "../../src/machines/registry.js";
 
 export const TEMPLATES_DIR = resolve(import.meta.dirname, "../../templates");
 
@@ -86,4 +88,29 @@ export function grubScriptCheck(text: string): string | undefined {
     const e = err as { stdout?: Buffer; stderr?: Buffer; status?: number };
     return `exit ${e.status}: ${e.stderr?.toString() ?? ""}${e.stdout?.toString() ?? ""}`;
   }
+}
+
+/**
+ * Machine ownership as the appliance has it: a registry reading a real lease journal. `lease` commits a
+ * bound lease the way the DHCP engine does on ACK; `end` frees it (RELEASE) or gives the address away.
+ */
+export async function leasedRegistry(logger: Logger, role: DhcpRole = "full") {
+  const store = await LeaseStore.open(tempDir("nbbp-leases-"), logger);
+  const registry = new MachineRegistry({ role, leases: store });
+  return {
+    store,
+    registry,
+    lease: (mac: string, address: string, ms = 3_600_000) =>
+      store.commit([
+        ...store
+          .all()
+          .filter((l) => l.mac === mac && l.address !== address && l.state === "bound")
+          .map((l) => ({ ...l, state: "free" as const, expires: Date.now() })),
+        { address, mac, expires: Date.now() + ms, state: "bound" },
+      ]),
+    release: (mac: string) => {
+      const l = store.byMac(mac);
+      return l ? store.commit([{ ...l, state: "free", expires: Date.now() }]) : Promise.resolve();
+    },
+  };
 }

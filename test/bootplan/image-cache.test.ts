@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cinderSchema } from "../../src/bootplan/config.js";
@@ -111,6 +111,89 @@ resolvers:
     expect(await plan.tftpProvider()(`glance/${initrdId}`, { address: "10.0.0.1", port: 1 })).toEqual({
       kind: "file",
       path: r.initrdFile,
+    });
+  });
+
+  describe("Glance metadata is untrusted input", () => {
+    it("an os_hash_value that is a path never names a file outside the cache, and nothing is served", async () => {
+      // A readable file where the traversal would land: the old cache took it as "already cached".
+      const dir = tempDir();
+      const id = randomUUID();
+      const bait = join(dir, "bait");
+      writeFileSync(bait, "host secret\n");
+      for (const value of ["/../../../bait", "../../../bait", "a".repeat(127) + "/", "A".repeat(128)]) {
+        os.setImage({ id, data: Buffer.from("kernel\n"), os_hash_algo: "sha512", os_hash_value: value });
+        const cache = new ImageCache(join(dir, "cache"), glance, log.logger);
+        await expect(cache.get(id)).rejects.toThrow(/os_hash_value is not a sha512 digest/);
+      }
+      os.setImage({ id, data: Buffer.from("kernel\n"), os_hash_algo: "sha224", os_hash_value: "00" });
+      await expect(new ImageCache(join(dir, "cache"), glance, log.logger).get(id)).rejects.toThrow(
+        /os_hash_algo .* is not supported/,
+      );
+      // The TFTP path of that image gets nothing either (no cached version exists).
+      const yaml = `
+boot:
+  loaders: { x64: { shim: x64/shimx64.efi, grub: x64/grubx64.efi } }
+images:
+  g: { kernel: { glance_id: ${id} }, initrd: { glance_id: ${id} }, flavour: dracut, root: UUID=1 }
+machines:
+  - { name: s1, macs: [52:54:00:cc:00:09], volume: { resolver: static, portals: [10.0.0.5], iqn: iqn.2024-01.org.example:s1, lun: 1 } }
+resolvers:
+  cinder:
+    auth_url: ${os.authUrl}
+    auth: { type: password, username: netboot, password: keystone-secret, project_name: baremetal }
+`;
+      const plan = new BootPlan(
+        planOptionsFromYaml(yaml, { cacheDir: join(dir, "cache"), logger: log.logger }),
+      );
+      await expect(plan.render("52:54:00:cc:00:09")).rejects.toThrow(/os_hash_algo/);
+      expect(await plan.tftpProvider()(`glance/${id}`, { address: "10.0.0.1", port: 1 })).toBeUndefined();
+      expect(readFileSync(bait, "utf8")).toBe("host secret\n");
+    });
+
+    it("a cached file that no longer matches its digest is removed and fetched again, never served", async () => {
+      const dir = tempDir();
+      const first = await new ImageCache(dir, glance, log.logger).get(initrdId);
+      writeFileSync(first.path, "tampered on disk");
+      const again = await new ImageCache(dir, glance, log.logger).get(initrdId);
+      expect(again.path).toBe(first.path);
+      expect(readFileSync(again.path).equals(initrd)).toBe(true);
+      expect(log.text()).toContain("cached image does not match its digest");
+      // With Glance down, a tampered file is not the fallback either.
+      writeFileSync(first.path, "tampered again");
+      os.addFault({ path: /^\/image\//, status: 503 });
+      await expect(new ImageCache(dir, glance, log.logger).get(initrdId)).rejects.toThrow(/HTTP 503/);
+      os.clearFaults();
+    });
+
+    it("an image over the size limit is refused before downloading; one that lies about its size is cut off", async () => {
+      const id = randomUUID();
+      os.setImage({ id, data: Buffer.alloc(4096, 1), claimedSize: 10 ** 15 });
+      const limits = { maxBytes: 1024 * 1024, downloadTimeoutMs: 10_000 };
+      const before = os.calls.length;
+      await expect(new ImageCache(tempDir(), glance, log.logger, limits).get(id)).rejects.toThrow(
+        /over the limit of 1048576/,
+      );
+      expect(os.calls.slice(before).filter((c) => c.path.endsWith("/file"))).toHaveLength(0);
+      // Claims 4 KiB, sends 3 MiB: the download stops at the claim, nothing is kept.
+      os.setImage({ id, data: Buffer.alloc(3 * 1024 * 1024, 2), claimedSize: 4096 });
+      const dir = tempDir();
+      await expect(new ImageCache(dir, glance, log.logger, limits).get(id)).rejects.toThrow(
+        /passed 4096 bytes/,
+      );
+      expect(readdirSync(join(dir, "glance", id))).toEqual([]);
+    });
+
+    it("a trickle that never stalls still meets the whole-download deadline", async () => {
+      const id = randomUUID();
+      os.setImage({ id, data: Buffer.alloc(64 * 1024, 5), trickle: { chunkBytes: 1024, delayMs: 100 } });
+      const started = Date.now();
+      const dir = tempDir();
+      await expect(
+        new ImageCache(dir, glance, log.logger, { maxBytes: 1024 ** 3, downloadTimeoutMs: 1500 }).get(id),
+      ).rejects.toThrow(/not finished after 1500 ms/);
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(readdirSync(join(dir, "glance", id))).toEqual([]);
     });
   });
 });

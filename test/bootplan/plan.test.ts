@@ -4,8 +4,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDracutCmdline, parseOpenIscsiCmdline } from "../../src/bootplan/cmdline.js";
 import { BootPlan } from "../../src/bootplan/plan.js";
 import { UnresolvableMachineError } from "../../src/bootplan/resolver.js";
+import { MachineRegistry } from "../../src/machines/registry.js";
 import { commandsAvailable } from "../support/require.js";
-import { captureLogger, fakeImageFiles, grubScriptCheck, planOptionsFromYaml, tempDir } from "./helpers.js";
+import {
+  captureLogger,
+  fakeImageFiles,
+  grubScriptCheck,
+  leasedRegistry,
+  planOptionsFromYaml,
+  tempDir,
+} from "./helpers.js";
 
 /** Splits a grub.cfg command into words the way GRUB's lexer does for our output (single quotes). */
 function grubWords(line: string): string[] {
@@ -111,12 +119,14 @@ machines:
 
 describe("boot plan rendering (static resolver)", () => {
   const log = captureLogger();
+  const registry = new MachineRegistry({ role: "off" });
   let plan: BootPlan;
   let haveGrub = false;
 
   beforeAll(() => {
     plan = new BootPlan(
       planOptionsFromYaml(yaml, { cacheDir: join(dir, "cache"), logger: log.logger, tftpRoot }),
+      registry,
     );
     haveGrub = commandsAvailable("grub-script-check");
   });
@@ -236,7 +246,7 @@ describe("boot plan rendering (static resolver)", () => {
     const uuid = "8f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
     expect(plan.findMachine("52:54:00:00:00:77")).toBeUndefined();
     expect(plan.findMachine("52:54:00:00:00:77", uuid.toUpperCase())?.name).toBe("whole");
-    plan.noteUuid("52:54:00:00:00:77", uuid);
+    registry.noteUuid("52:54:00:00:00:77", uuid);
     expect(plan.isKnown("52:54:00:00:00:77")).toBe(true);
     const r = await plan.render("52:54:00:00:00:77");
     expect(r).toMatchObject({ machine: "whole", viaDefault: false });
@@ -271,10 +281,9 @@ describe("boot plan rendering (static resolver)", () => {
 
 describe("TFTP provider", () => {
   const log = captureLogger();
-  const plan = new BootPlan(
-    planOptionsFromYaml(yaml, { cacheDir: join(dir, "cache"), logger: log.logger, tftpRoot }),
-  );
-  const provide = plan.tftpProvider();
+  let owners: Awaited<ReturnType<typeof leasedRegistry>>;
+  let plan: BootPlan;
+  let provide: ReturnType<BootPlan["tftpProvider"]>;
   const client = (address: string) => ({ address, port: 1234 });
   const text = async (path: string, address = "10.0.0.50") => {
     const s = await provide(path, client(address));
@@ -282,14 +291,24 @@ describe("TFTP provider", () => {
     return s.data.toString();
   };
 
+  beforeAll(async () => {
+    owners = await leasedRegistry(log.logger);
+    plan = new BootPlan(
+      planOptionsFromYaml(yaml, { cacheDir: join(dir, "cache"), logger: log.logger, tftpRoot }),
+      owners.registry,
+    );
+    provide = plan.tftpProvider();
+  });
+
   it("serves the master config and a machine's config by its MAC", async () => {
+    await owners.lease("52:54:00:00:00:02", "10.0.0.50");
     expect(await text("grub/grub.cfg")).toBe(plan.masterConfig());
     const conf = await text("grub/52:54:00:00:00:02.conf");
     expect(conf).toBe((await plan.render("52:54:00:00:00:02")).grubConfig);
   });
 
   it("serves a machine's config only to the address DHCP gave it", async () => {
-    plan.noteBinding("52:54:00:00:00:02", "10.0.0.60");
+    await owners.lease("52:54:00:00:00:02", "10.0.0.60");
     await expect(provide("grub/52:54:00:00:00:02.conf", client("10.0.0.61"))).rejects.toThrow(
       /only to the machine's own address/,
     );
@@ -342,7 +361,7 @@ describe("TFTP provider", () => {
   });
 
   it("reload keeps DHCP bindings and uses the new inventory", async () => {
-    plan.noteBinding("52:54:00:00:00:01", "10.0.0.70");
+    await owners.lease("52:54:00:00:00:01", "10.0.0.70");
     plan.reload(
       planOptionsFromYaml(yaml.replace("timeout: 3", "timeout: 9"), {
         cacheDir: dir,
@@ -354,7 +373,8 @@ describe("TFTP provider", () => {
     await expect(provide("grub/52:54:00:00:00:01.conf", client("10.0.0.50"))).rejects.toThrow();
   });
 
-  afterAll(() => {
+  afterAll(async () => {
+    await owners.store.close();
     expect(log.text()).not.toContain(SECRET);
   });
 });

@@ -1,6 +1,6 @@
 /** The protocol engine without sockets: datagrams in, datagrams out (reload, renew, exhaustion). */
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { makeBootPolicy } from "../../src/dhcp/boot-policy.js";
 import { type DhcpConfigInput, dhcpConfigSchema } from "../../src/dhcp/config.js";
 import { DhcpEngine, type ExchangeContext } from "../../src/dhcp/engine.js";
@@ -142,5 +142,143 @@ describe("DHCP engine", () => {
     expect(reserved?.yiaddr).toBe("10.0.0.50");
     expect(getIp(reserved?.options ?? new Map(), Opt.ServerId)).toBe("10.0.0.1");
     expect(store.all().filter((l) => l.state === "bound")).toHaveLength(2);
+  });
+});
+
+/** A logger whose lines the test reads. */
+function capture(): { logger: ReturnType<typeof pino>; lines: () => Record<string, unknown>[] } {
+  const chunks: string[] = [];
+  const logger = pino({ level: "info" }, {
+    write: (line: string) => void chunks.push(line),
+  } as unknown as NodeJS.WritableStream);
+  return {
+    logger,
+    lines: () =>
+      chunks
+        .join("")
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
+}
+
+const hex2 = (n: number) => n.toString(16).padStart(2, "0");
+const SERVER_ID: [number, Buffer] = [Opt.ServerId, enc.ip("10.0.0.1")];
+const typeOf = (r: { reply: DhcpPacket } | undefined) =>
+  getU8(r?.reply.options ?? new Map(), Opt.MessageType);
+
+describe("DHCP engine: a forged packet cannot move a binding", () => {
+  const VICTIM = "02:00:00:00:0a:01";
+
+  it("REQUESTs for an address this server did not offer are refused, and the lease stays put", async () => {
+    const { e, store } = await engine();
+    const ack = await dora(e, VICTIM);
+    const held = ack?.yiaddr as string;
+    const free = ["10.0.0.10", "10.0.0.11", "10.0.0.12"].find((a) => a !== held) as string;
+    // SELECTING with our server id, for a free address never offered to the victim's MAC.
+    const selecting = await exchange(
+      e,
+      packet(MessageType.Request, VICTIM, [[Opt.RequestedAddress, enc.ip(free)], SERVER_ID]),
+    );
+    expect(typeOf(selecting)).toBe(MessageType.Nak);
+    // INIT-REBOOT for another address than the one on record: NAK (RFC 2131 4.3.2).
+    const reboot = await exchange(
+      e,
+      packet(MessageType.Request, VICTIM, [[Opt.RequestedAddress, enc.ip(free)]]),
+    );
+    expect(typeOf(reboot)).toBe(MessageType.Nak);
+    // RENEWING an address it does not hold.
+    expect(typeOf(await exchange(e, packet(MessageType.Request, VICTIM, [], free)))).toBe(MessageType.Nak);
+    expect(store.byMac(VICTIM)).toMatchObject({ address: held, state: "bound" });
+    expect(store.get(free)).toBeUndefined();
+  });
+
+  it("a MAC without a record gets no lease from a REQUEST alone: INIT-REBOOT is ignored, SELECTING is NAKed", async () => {
+    const { e, store } = await engine();
+    const stranger = "02:00:00:00:0a:02";
+    expect(
+      await exchange(e, packet(MessageType.Request, stranger, [[Opt.RequestedAddress, enc.ip("10.0.0.11")]])),
+    ).toBeUndefined();
+    const selecting = await exchange(
+      e,
+      packet(MessageType.Request, stranger, [[Opt.RequestedAddress, enc.ip("10.0.0.11")], SERVER_ID]),
+    );
+    expect(typeOf(selecting)).toBe(MessageType.Nak);
+    expect(store.byMac(stranger)).toBeUndefined();
+    // INFORM is answered, and grants nothing either.
+    const inform = await exchange(e, packet(MessageType.Inform, stranger, [], "10.0.0.12"));
+    expect(typeOf(inform)).toBe(MessageType.Ack);
+    expect(store.byMac(stranger)).toBeUndefined();
+  });
+
+  it("a lease that moves to a new address does so only with an ACK, logged as a warning naming both", async () => {
+    const log = capture();
+    const dir = tempDir("nbdh-engine-");
+    const store = await LeaseStore.open(dir, logger);
+    stores.push(store);
+    const e = new DhcpEngine({
+      config: dhcpConfigSchema.parse(input),
+      store,
+      bootPolicy: makeBootPolicy({ loaders: { x64: "x64/shimx64.efi" }, nextServer: "10.0.0.1" }),
+      logger: log.logger,
+    });
+    const first = (await dora(e, VICTIM))?.yiaddr;
+    e.setConfig(dhcpConfigSchema.parse({ ...input, reservations: [{ mac: VICTIM, address: "10.0.0.50" }] }));
+    const moved = await dora(e, VICTIM);
+    expect(moved?.yiaddr).toBe("10.0.0.50");
+    expect(store.byMac(VICTIM)).toMatchObject({ address: "10.0.0.50", state: "bound" });
+    expect(store.get(first as string)).toMatchObject({ state: "free" });
+    expect(log.lines().find((l) => String(l.msg).startsWith("lease moved"))).toMatchObject({
+      mac: VICTIM,
+      from: first,
+      to: "10.0.0.50",
+      level: 40,
+    });
+  });
+
+  it("proxy mode: a REQUEST or INFORM to 4011 claiming an address records nothing", async () => {
+    const dir = tempDir("nbdh-engine-");
+    const store = await LeaseStore.open(dir, logger);
+    stores.push(store);
+    const e = new DhcpEngine({
+      config: dhcpConfigSchema.parse({ mode: "proxy", interfaces: ["eth1"] }),
+      store,
+      bootPolicy: makeBootPolicy({ loaders: { x64: "x64/shimx64.efi" }, nextServer: "10.0.0.1" }),
+      logger,
+    });
+    const pxe: [number, Buffer][] = [
+      [Opt.VendorClass, enc.string("PXEClient:Arch:00007:UNDI:003016")],
+      [Opt.ClientArch, Buffer.from([0, 7])],
+    ];
+    const on4011 = { ...ctx, localPort: 4011, from: { address: "10.0.0.99", port: 4011 } };
+    for (const type of [MessageType.Request, MessageType.Inform]) {
+      const out = await e.handle(packet(type, VICTIM, pxe, "10.0.0.99"), on4011);
+      expect(out).toBeDefined(); // the boot answer is given
+    }
+    expect(store.all()).toEqual([]);
+  });
+});
+
+describe("DHCP engine: memory under a DISCOVER flood", () => {
+  afterEach(() => vi.useRealTimers());
+
+  it("offers to MACs that never come back do not pile up (800 DISCOVERs into 3 addresses)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const start = Date.now();
+    const { e } = await engine();
+    let offered = 0;
+    for (let round = 0; round < 200; round++) {
+      // Each round comes after the last round's offers ran out: those addresses are offered again.
+      vi.setSystemTime(start + round * 61_000);
+      for (let i = 0; i < 4; i++) {
+        const n = round * 4 + i;
+        const mac = `02:0f:00:00:${hex2(n >> 8)}:${hex2(n & 0xff)}`;
+        if (await exchange(e, packet(MessageType.Discover, mac))) offered++;
+      }
+    }
+    expect(offered).toBe(600);
+    const counts = e.offerCounts();
+    expect(counts.byMac).toBeLessThanOrEqual(3);
+    expect(counts.byMac).toBe(counts.byAddress);
   });
 });

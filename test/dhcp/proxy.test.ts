@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readLeases } from "../../src/dhcp/leases.js";
 import { commandsAvailable, isRoot, resourceAvailable } from "../support/require.js";
 import { buildFixtures, type JsonLines, Lab, runClient, startServer, tempDir } from "./helpers/netns.js";
 
@@ -15,6 +16,7 @@ const hex = (s: string): string => Buffer.from(s).toString("hex");
 describe.runIf(ready)("ProxyDHCP beside dnsmasq", () => {
   const lab = new Lab();
   const dir = tempDir("nbdh-proxy-");
+  const stateDir = join(dir, "state");
   let server: JsonLines;
 
   beforeAll(async () => {
@@ -53,7 +55,7 @@ describe.runIf(ready)("ProxyDHCP beside dnsmasq", () => {
       lab,
       "nbdh-app",
       {
-        stateDir: join(dir, "state"),
+        stateDir,
         nextServer: "10.72.0.1",
         httpBaseUrl: "http://10.72.0.1:8080/",
         dhcp: { mode: "proxy", interfaces: ["nbdh-a0"] },
@@ -105,8 +107,11 @@ describe.runIf(ready)("ProxyDHCP beside dnsmasq", () => {
     };
     expect(on4011).toMatchObject({ from: "10.72.0.1", fromPort: 4011, file: "aa64/shimaa64.efi", type: 5 });
     expect(on4011.options[60]).toBe("PXEClient");
-    // The address the client got from dnsmasq is reported through the binding listener.
-    await server.waitFor((l) => l.event === "binding" && l.mac === mac && l.address === ack.yiaddr);
+    // The address the client claims is logged, and grants nothing: the proxy keeps no lease for it.
+    await server.waitFor(
+      (l) => l.msg === "dhcp exchange" && l.mac === mac && l.ip === ack.yiaddr,
+    );
+    expect(readLeases(stateDir).filter((l) => l.mac === mac)).toEqual([]);
   });
 
   it("ignores clients that are not PXE or HTTP boot clients", async () => {

@@ -45,6 +45,8 @@ export interface FakeImage {
   /** Override to serve a wrong checksum. */
   os_hash_value?: string;
   status?: string;
+  /** Override the size the image record claims (a Glance that lies about it). */
+  claimedSize?: number;
   /** Send the data in chunks with a pause between them (a slow but live Glance). */
   trickle?: { chunkBytes: number; delayMs: number };
 }
@@ -59,6 +61,8 @@ export interface FakeFault {
   times?: number;
   /** Drop the connection instead of answering. */
   reset?: boolean;
+  /** Answer 200 with a JSON body of this many bytes, streamed (a hostile or broken endpoint). */
+  hugeBodyBytes?: number;
 }
 
 export interface FakeOptions {
@@ -94,6 +98,8 @@ export interface OpenStackFake {
   clearFaults(): void;
   /** Tokens issued so far stop working (as after a revocation or a Keystone restart). */
   expireTokens(): void;
+  /** Every token issued so far. */
+  issuedTokens(): string[];
   setVolume(volume: FakeVolume): void;
   setImage(image: FakeImage): void;
   /** Image ids registered for a volume's kernelFile/initrdFile. */
@@ -605,7 +611,7 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
         container_format: "bare",
         disk_format: "raw",
         visibility: "private",
-        size: image.data.length,
+        size: image.claimedSize ?? image.data.length,
         virtual_size: null,
         checksum: image.md5,
         os_hash_algo: algo,
@@ -658,6 +664,20 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
             req.socket.destroy();
             return;
           }
+          if (fault.hugeBodyBytes) {
+            record.status = 200;
+            res.writeHead(200, { "content-type": "application/json" });
+            const chunk = Buffer.alloc(1024 * 1024, 0x20);
+            res.write("{");
+            for (let sent = 0; sent < fault.hugeBodyBytes && !res.destroyed; sent += chunk.length)
+              if (!res.write(chunk))
+                await new Promise((r) => {
+                  res.once("drain", r);
+                  res.once("close", r);
+                });
+            res.end("}");
+            return;
+          }
           if (fault.status) {
             record.status = fault.status;
             if (res.destroyed) return;
@@ -694,6 +714,7 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
     expireTokens: () => {
       for (const k of tokens.keys()) tokens.set(k, 0);
     },
+    issuedTokens: () => [...tokens.keys()],
     setVolume,
     setImage,
     imageIdsOf: (id) => {

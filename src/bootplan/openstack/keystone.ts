@@ -1,6 +1,13 @@
 import type { Logger } from "pino";
+import { registerSecret } from "../../log.js";
 import type { CinderConfig } from "../config.js";
-import { errorMessage, type HttpResponse, OpenStackHttpError, requestJson } from "./http.js";
+import {
+  errorMessage,
+  type HttpResponse,
+  OpenStackAnswerError,
+  OpenStackHttpError,
+  requestJson,
+} from "./http.js";
 
 /**
  * Keystone v3 session: password or application-credential authentication, the token cached until
@@ -91,7 +98,8 @@ export class KeystoneSession {
     };
     const expiresAt = Date.parse(body.token?.expires_at ?? "");
     if (!value || Number.isNaN(expiresAt))
-      throw new Error("Keystone answered 201 without X-Subject-Token or token.expires_at");
+      throw new OpenStackAnswerError("Keystone answered 201 without X-Subject-Token or token.expires_at");
+    registerSecret(value);
     this.logger.info(
       { expires_at: body.token?.expires_at, auth_type: this.config.auth.type },
       "keystone token issued",

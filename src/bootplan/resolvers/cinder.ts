@@ -1,10 +1,11 @@
 import type { Logger } from "pino";
+import { registerSecret } from "../../log.js";
 import type { Machine } from "../config.js";
 import { chapValueProblem } from "../config.js";
 import type { ImageCache } from "../image-cache.js";
 import { bootFileFor, imageBootFiles } from "../image-files.js";
 import type { CinderClient, Connector, IscsiConnection } from "../openstack/cinder.js";
-import { OpenStackHttpError } from "../openstack/http.js";
+import { isTransientOpenStackError } from "../openstack/http.js";
 import {
   type NamedImage,
   type ResolveContext,
@@ -59,10 +60,9 @@ export class CinderResolver implements VolumeResolver {
     } catch (err) {
       if (err instanceof UnresolvableMachineError) throw err;
       const last = this.lastGood.get(key);
-      // Only an unreachable or failing cloud justifies a stale answer, not a refusal (4xx).
-      const status = err instanceof OpenStackHttpError ? err.status : undefined;
-      const transient = status === undefined || status >= 500 || status === 429;
-      if (last && transient) {
+      // Only an unreachable or failing cloud justifies a stale answer: not a refusal (4xx), and not an
+      // answer that arrived with invalid data (a bad IQN, a non-iSCSI volume), which is a refusal too.
+      if (last && isTransientOpenStackError(err)) {
         this.logger.warn(
           { machine: machine.name, volume_id: volume.volume_id, err: (err as Error).message },
           "cinder unavailable: using the last known good connection info",
@@ -100,6 +100,9 @@ export class CinderResolver implements VolumeResolver {
       connection = await this.cinder.initializeConnection(volumeId, connector);
     }
     if (connection.chap) {
+      // Learned at run time, so the config's secrets do not include it: mask it in every log line.
+      registerSecret(connection.chap.password);
+      registerSecret(connection.chap.in_password);
       for (const [field, value] of [
         ["auth_username", connection.chap.username],
         ["auth_password", connection.chap.password],
