@@ -4,7 +4,7 @@
  * descriptor and the kernel's page cache, not 100 copies.
  *
  * A file changed in place while a transfer reads it (cp over a kernel, say) must not reach a client as a
- * mix of old and new bytes: every read checks afterwards that size, mtime and ctime are still those seen
+ * mix of old and new bytes: every read checks afterwards that size and mtime are still those seen
  * at open, and fails the transfer otherwise. (A write updates mtime before it copies data, so a read that
  * saw new bytes sees the new time.) Replacing a file by rename is the clean way: running transfers keep
  * the old inode and send it whole.
@@ -39,7 +39,7 @@ interface SharedFile {
   key: string;
   handle: FileHandle;
   size: number;
-  /** size, mtime and ctime when opened. */
+  /** size and mtime when opened. */
   stamp: string;
   refs: number;
   lingerTimer?: NodeJS.Timeout;
@@ -176,8 +176,10 @@ export class SharedFileCache {
   }
 }
 
+/** Size and mtime: a write changes both or mtime at least. Not ctime: replacing the name by rename
+ * changes the old inode's ctime (its link count drops) although its bytes stay as they were. */
 function stampOf(st: Stats): string {
-  return `${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+  return `${st.size}:${st.mtimeMs}`;
 }
 
 /** Throws when the file was modified since it was opened (the bytes just read may be a mix). */

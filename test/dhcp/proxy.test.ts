@@ -108,9 +108,7 @@ describe.runIf(ready)("ProxyDHCP beside dnsmasq", () => {
     expect(on4011).toMatchObject({ from: "10.72.0.1", fromPort: 4011, file: "aa64/shimaa64.efi", type: 5 });
     expect(on4011.options[60]).toBe("PXEClient");
     // The address the client claims is logged, and grants nothing: the proxy keeps no lease for it.
-    await server.waitFor(
-      (l) => l.msg === "dhcp exchange" && l.mac === mac && l.ip === ack.yiaddr,
-    );
+    await server.waitFor((l) => l.msg === "dhcp exchange" && l.mac === mac && l.ip === ack.yiaddr);
     expect(readLeases(stateDir).filter((l) => l.mac === mac)).toEqual([]);
   });
 
