@@ -114,3 +114,30 @@ export async function leasedRegistry(logger: Logger, role: DhcpRole = "full") {
     },
   };
 }
+
+/** Splits a grub.cfg command into words the way GRUB's lexer does for our output (single quotes). */
+export function grubWords(line: string): string[] {
+  const words: string[] = [];
+  let i = 0;
+  while (i < line.length) {
+    while (line[i] === " ") i++;
+    if (i >= line.length) break;
+    let word = "";
+    while (i < line.length && line[i] !== " ") {
+      if (line[i] === "'") {
+        const end = line.indexOf("'", i + 1);
+        word += line.slice(i + 1, end);
+        i = end + 1;
+      } else if (line[i] === "\\") {
+        word += line[i + 1];
+        i += 2;
+      } else {
+        word += line[i];
+        i++;
+      }
+    }
+    words.push(word);
+  }
+  return words;
+}
+

@@ -10,36 +10,11 @@ import {
   captureLogger,
   fakeImageFiles,
   grubScriptCheck,
+  grubWords,
   leasedRegistry,
   planOptionsFromYaml,
   tempDir,
 } from "./helpers.js";
-
-/** Splits a grub.cfg command into words the way GRUB's lexer does for our output (single quotes). */
-function grubWords(line: string): string[] {
-  const words: string[] = [];
-  let i = 0;
-  while (i < line.length) {
-    while (line[i] === " ") i++;
-    if (i >= line.length) break;
-    let word = "";
-    while (i < line.length && line[i] !== " ") {
-      if (line[i] === "'") {
-        const end = line.indexOf("'", i + 1);
-        word += line.slice(i + 1, end);
-        i = end + 1;
-      } else if (line[i] === "\\") {
-        word += line[i + 1];
-        i += 2;
-      } else {
-        word += line[i];
-        i++;
-      }
-    }
-    words.push(word);
-  }
-  return words;
-}
 
 function commandArgs(config: string, command: string): string[] {
   const line = config.split("\n").find((l) => l.trim().startsWith(`${command} `));

@@ -1,4 +1,5 @@
 /** The protocol engine without sockets: datagrams in, datagrams out (reload, renew, exhaustion). */
+import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { makeBootPolicy } from "../../src/dhcp/boot-policy.js";
@@ -146,11 +147,17 @@ describe("DHCP engine", () => {
 });
 
 /** A logger whose lines the test reads. */
-function capture(): { logger: ReturnType<typeof pino>; lines: () => Record<string, unknown>[] } {
+function capture() {
   const chunks: string[] = [];
-  const logger = pino({ level: "info" }, {
-    write: (line: string) => void chunks.push(line),
-  } as unknown as NodeJS.WritableStream);
+  const logger = pino(
+    { level: "info" },
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        chunks.push(chunk.toString());
+        done();
+      },
+    }),
+  );
   return {
     logger,
     lines: () =>
