@@ -24,6 +24,8 @@ export function iscsiNameProblem(name: string): string | undefined {
   if (name.startsWith("iqn.")) {
     if (!IQN_RE.test(name))
       return "is not an RFC 3720 iqn. name in normalised form (iqn.YYYY-MM.reversed.domain[:unique], lowercase letters, digits, '.', '-', ':')";
+    // open-iscsi's initramfs splits root=iscsi:...:<iqn> on ':' and drops one trailing empty field.
+    if (name.endsWith(":")) return "ends with ':', which open-iscsi's initramfs would cut off";
     // dracut finds the target name by its last ":iqn."/":eui."/":naa.": such a suffix would cut it.
     if (/:(iqn|eui|naa)\./.test(name.slice(4)))
       return "contains ':iqn.', ':eui.' or ':naa.', which dracut would split on";

@@ -9,6 +9,8 @@ export class YamlSource {
     readonly file: string,
     private readonly doc: Document,
     private readonly lines: LineCounter,
+    /** The document as plain data, built once (building it can fail: see parse). */
+    readonly data: unknown,
   ) {}
 
   static read(file: string): YamlSource {
@@ -33,11 +35,17 @@ export class YamlSource {
       message: e.message.split("\n", 1)[0] ?? e.message,
     }));
     if (issues.length > 0) throw new ConfigError(issues);
-    return new YamlSource(file, doc, lines);
-  }
-
-  get data(): unknown {
-    return this.doc.toJS() ?? {};
+    // A document can parse and still not become data: an alias to an anchor that is not set, or more
+    // alias expansions than the limit (a "billion laughs" file). Both are the file's fault, said as such.
+    let data: unknown;
+    try {
+      data = doc.toJS({ maxAliasCount: 100 }) ?? {};
+    } catch (err) {
+      throw new ConfigError([
+        { file, line: 1, field: "", message: `invalid YAML: ${(err as Error).message}` },
+      ]);
+    }
+    return new YamlSource(file, doc, lines, data);
   }
 
   /** Line of the deepest node on the path that exists (a missing field points at its parent). */

@@ -6,6 +6,7 @@ import {
   cinderSchema,
   deriveInitiatorIqn,
   imagesSchema,
+  iscsiNameProblem,
   loadInventoryFile,
   machineSchema,
   machinesSchema,
@@ -101,6 +102,11 @@ describe("machine schema", () => {
     expect(
       issues({ ...base, volume: { ...base.volume, chap: { username: "u", password: { file } } } }).join(),
     ).toMatch(/CHAP password/);
+  });
+
+  it("refuses a target IQN ending in ':' (found by fuzzing: open-iscsi's initramfs cuts it off)", () => {
+    expect(iscsiNameProblem("iqn.2000-01.a.a::")).toMatch(/ends with ':'/);
+    expect(iscsiNameProblem("iqn.2000-01.a.a:b:c")).toBeUndefined();
   });
 
   it("refuses mutual CHAP with only one half", () => {

@@ -140,4 +140,3 @@ export function grubWords(line: string): string[] {
   }
   return words;
 }
-

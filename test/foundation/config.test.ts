@@ -87,6 +87,21 @@ describe("config errors name the file, the line and the field", () => {
     expect(() => loadConfig(file)).toThrow(/config\.yaml:\d+: /);
   });
 
+  it("refuses YAML that parses but cannot become data (found by fuzzing: an alias without its anchor, an alias bomb)", () => {
+    const bomb = `a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n`;
+    for (const text of ["tftp: *nothing\n", bomb]) {
+      const file = tempConfig(text);
+      let err: unknown;
+      try {
+        loadConfig(file);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(String((err as Error).message)).toMatch(new RegExp(`^${file}:1: invalid YAML: `));
+    }
+  });
+
   it("netboot check-config exits 2 and prints every problem", async () => {
     const file = tempConfig(BROKEN);
     const result = await cli("check-config", "--config", file);

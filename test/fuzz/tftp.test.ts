@@ -7,12 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { negotiateOptions } from "../../src/tftp/options.js";
 import {
   decodePacket,
+  ErrorCode,
   encodeAck,
   encodeData,
   encodeError,
   encodeOack,
   encodeRequest,
-  ErrorCode,
 } from "../../src/tftp/packet.js";
 import { normaliseRequestPath } from "../../src/tftp/paths.js";
 import type { TftpServer } from "../../src/tftp/server.js";
