@@ -311,6 +311,24 @@ describe("Cinder resolver against the OpenStack fake", () => {
     expect(parseDracutCmdline(r.cmdline).targets[0]?.username).toBeUndefined();
   });
 
+  it("Keystone down or slow while the token lapses: the last known good connection, logged", async () => {
+    await plan.render("52:54:00:aa:00:01");
+    for (const fault of [{ status: 503 }, { delayMs: 4000 }, { reset: true }]) {
+      os.expireTokens();
+      os.addFault({ path: /\/auth\/tokens$/, ...fault });
+      const before = log.lines().length;
+      const r = await plan.render("52:54:00:aa:00:01");
+      expect(r.fallback, JSON.stringify(fault)).toBe(true);
+      expect(
+        log
+          .lines()
+          .slice(before)
+          .some((l) => l.msg === "cinder unavailable: using the last known good connection info"),
+      ).toBe(true);
+      os.clearFaults();
+    }
+  });
+
   it("a 200 answer with invalid data is a refusal with the reason, never the last known good", async () => {
     await plan.render("52:54:00:aa:00:01"); // a last good answer exists
     for (const [over, why] of [
