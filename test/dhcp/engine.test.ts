@@ -1,6 +1,5 @@
 /** The protocol engine without sockets: datagrams in, datagrams out (reload, renew, exhaustion). */
-import { Writable } from "node:stream";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { makeBootPolicy } from "../../src/dhcp/boot-policy.js";
 import { type DhcpConfigInput, dhcpConfigSchema } from "../../src/dhcp/config.js";
@@ -14,6 +13,7 @@ import {
   encodePacket,
   macToChaddr,
 } from "../../src/dhcp/packet.js";
+import { captureLogger } from "../bootplan/helpers.js";
 import { tempDir } from "./helpers/netns.js";
 
 const logger = pino({ level: "silent" });
@@ -42,14 +42,14 @@ afterEach(async () => {
   stores = [];
 });
 
-async function engine(dir = tempDir("nbdh-engine-")) {
+async function engine(dir = tempDir("nbdh-engine-"), config: DhcpConfigInput = input, log: Logger = logger) {
   const store = await LeaseStore.open(dir, logger);
   stores.push(store);
   const e = new DhcpEngine({
-    config: dhcpConfigSchema.parse(input),
+    config: dhcpConfigSchema.parse(config),
     store,
     bootPolicy: makeBootPolicy({ loaders: { x64: "x64/shimx64.efi" }, nextServer: "10.0.0.1" }),
-    logger,
+    logger: log,
   });
   return { e, store, dir };
 }
@@ -146,29 +146,6 @@ describe("DHCP engine", () => {
   });
 });
 
-/** A logger whose lines the test reads. */
-function capture() {
-  const chunks: string[] = [];
-  const logger = pino(
-    { level: "info" },
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        chunks.push(chunk.toString());
-        done();
-      },
-    }),
-  );
-  return {
-    logger,
-    lines: () =>
-      chunks
-        .join("")
-        .split("\n")
-        .filter((l) => l !== "")
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
-
 const hex2 = (n: number) => n.toString(16).padStart(2, "0");
 const SERVER_ID: [number, Buffer] = [Opt.ServerId, enc.ip("10.0.0.1")];
 const typeOf = (r: { reply: DhcpPacket } | undefined) =>
@@ -219,16 +196,8 @@ describe("DHCP engine: a forged packet cannot move a binding", () => {
   });
 
   it("a lease that moves to a new address does so only with an ACK, logged as a warning naming both", async () => {
-    const log = capture();
-    const dir = tempDir("nbdh-engine-");
-    const store = await LeaseStore.open(dir, logger);
-    stores.push(store);
-    const e = new DhcpEngine({
-      config: dhcpConfigSchema.parse(input),
-      store,
-      bootPolicy: makeBootPolicy({ loaders: { x64: "x64/shimx64.efi" }, nextServer: "10.0.0.1" }),
-      logger: log.logger,
-    });
+    const log = captureLogger();
+    const { e, store } = await engine(tempDir("nbdh-engine-"), input, log.logger);
     const first = (await dora(e, VICTIM))?.yiaddr;
     e.setConfig(dhcpConfigSchema.parse({ ...input, reservations: [{ mac: VICTIM, address: "10.0.0.50" }] }));
     const moved = await dora(e, VICTIM);
@@ -244,15 +213,7 @@ describe("DHCP engine: a forged packet cannot move a binding", () => {
   });
 
   it("proxy mode: a REQUEST or INFORM to 4011 claiming an address records nothing", async () => {
-    const dir = tempDir("nbdh-engine-");
-    const store = await LeaseStore.open(dir, logger);
-    stores.push(store);
-    const e = new DhcpEngine({
-      config: dhcpConfigSchema.parse({ mode: "proxy", interfaces: ["eth1"] }),
-      store,
-      bootPolicy: makeBootPolicy({ loaders: { x64: "x64/shimx64.efi" }, nextServer: "10.0.0.1" }),
-      logger,
-    });
+    const { e, store } = await engine(tempDir("nbdh-engine-"), { mode: "proxy", interfaces: ["eth1"] });
     const pxe: [number, Buffer][] = [
       [Opt.VendorClass, enc.string("PXEClient:Arch:00007:UNDI:003016")],
       [Opt.ClientArch, Buffer.from([0, 7])],
