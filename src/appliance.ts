@@ -4,6 +4,8 @@ import type { LoadedConfig } from "./config/load.js";
 import type { Config } from "./config/schema.js";
 import { makeBootPolicy } from "./dhcp/boot-policy.js";
 import { DhcpServer } from "./dhcp/server.js";
+import { FileLookup } from "./files/lookup.js";
+import { HttpFileServer } from "./http/server.js";
 import { registerSecret } from "./log.js";
 import { MachineRegistry } from "./machines/registry.js";
 import { templatesDir } from "./package-root.js";
@@ -17,6 +19,7 @@ export class Appliance {
   private config: Config;
   private readonly plan: BootPlan;
   private readonly tftp: TftpServer;
+  private readonly http: HttpFileServer | undefined;
   private readonly dhcp: DhcpServer | undefined;
   /** Who holds which address: read from the lease store, consulted before any per-machine data goes out. */
   private readonly machines: MachineRegistry;
@@ -38,7 +41,10 @@ export class Appliance {
           });
     this.machines = new MachineRegistry({ role: this.config.dhcp.mode, leases: this.dhcp });
     this.plan = new BootPlan({ ...planSections(this.config), logger }, this.machines);
+    // One lookup for TFTP and HTTP: the same names, the same provider, the same ownership checks.
+    const lookup = new FileLookup(this.config.tftp.root, this.plan.tftpProvider());
     this.tftp = new TftpServer({
+      lookup,
       root: this.config.tftp.root,
       address: this.config.tftp.address,
       port: this.config.tftp.port,
@@ -47,9 +53,20 @@ export class Appliance {
       timeoutMs: this.config.tftp.timeout_ms,
       retries: this.config.tftp.retries,
       maxTransfers: this.config.tftp.max_transfers,
-      provider: this.plan.tftpProvider(),
       logger: logger.child({ svc: "tftp" }),
     });
+    const http = this.config.http;
+    this.http = http.enable
+      ? new HttpFileServer({
+          lookup,
+          address: http.address,
+          port: http.port,
+          maxConnections: http.max_connections,
+          idleTimeoutMs: http.idle_timeout_ms,
+          headerTimeoutMs: http.header_timeout_ms,
+          logger: logger.child({ svc: "http" }),
+        })
+      : undefined;
   }
 
   async start(): Promise<void> {
@@ -57,6 +74,7 @@ export class Appliance {
     // Leases first: TFTP then knows from its first request who holds which address (kept across restarts).
     await this.dhcp?.start();
     await this.tftp.listen();
+    await this.http?.listen();
     this.logger.info(
       { dhcp: this.config.dhcp.mode, machines: this.config.machines?.length ?? 0 },
       "netboot-appliance started",
@@ -82,12 +100,21 @@ export class Appliance {
     const nextServer = this.config.dhcp.server_address ?? this.config.tftp.address;
     return makeBootPolicy({
       loaders: { x64: boot.loaders.x64?.shim, aa64: boot.loaders.aa64?.shim },
-      httpBaseUrl: boot.http_base_url,
+      httpBaseUrl: boot.http_base_url ?? this.httpBaseUrl(nextServer),
       nextServer,
       archOverride: (mac) => this.plan.archFor(mac),
       isKnown: (mac) => this.plan.isKnown(mac),
       unknownMachines: this.config.dhcp.unknown_machines,
     });
+  }
+
+  /** The URL HTTP boot clients are given, from the http section (its address, or the next-server's). */
+  private httpBaseUrl(nextServer: string): string | undefined {
+    const http = this.config.http;
+    if (!http.enable) return undefined;
+    const host = http.address === "0.0.0.0" || http.address === "::" ? nextServer : http.address;
+    const shown = host.includes(":") ? `[${host}]` : host;
+    return `http://${shown}${http.port === 80 ? "" : `:${http.port}`}/`;
   }
 
   /** SIGHUP: new config and inventory; leases and running transfers are kept. */
@@ -104,7 +131,7 @@ export class Appliance {
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.tftp.close(), this.dhcp?.stop()]);
+    await Promise.all([this.tftp.close(), this.http?.close(), this.dhcp?.stop()]);
   }
 }
 

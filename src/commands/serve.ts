@@ -22,6 +22,7 @@ export function overridesFrom(values: Record<string, string | boolean | undefine
     tftpRoot: str("tftp-root"),
     tftpPort: port(values["tftp-port"], "--tftp-port"),
     dhcpPort: port(values["dhcp-port"], "--dhcp-port"),
+    httpPort: port(values["http-port"], "--http-port"),
     noDhcp: values["no-dhcp"] === true,
     logLevel: str("log-level"),
   };

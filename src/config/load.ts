@@ -16,6 +16,8 @@ export interface ConfigOverrides {
   tftpRoot?: string;
   tftpPort?: number;
   dhcpPort?: number;
+  /** Enables the HTTP server on this port. */
+  httpPort?: number;
   noDhcp?: boolean;
   logLevel?: string;
 }
@@ -41,6 +43,7 @@ function applyOverrides(data: Json, o: ConfigOverrides): void {
   if (o.tftpRoot !== undefined) section(data, "tftp").root = o.tftpRoot;
   if (o.tftpPort !== undefined) section(data, "tftp").port = o.tftpPort;
   if (o.dhcpPort !== undefined) section(data, "dhcp").port = o.dhcpPort;
+  if (o.httpPort !== undefined) Object.assign(section(data, "http"), { enable: true, port: o.httpPort });
   if (o.noDhcp) section(data, "dhcp").mode = "off";
   if (o.logLevel !== undefined) section(data, "log").level = o.logLevel;
 }
@@ -116,6 +119,8 @@ function applyListenDefaults(data: Json): void {
     if (tftp.address === undefined) tftp.address = listen.address;
     const dhcp = section(data, "dhcp");
     if (dhcp.server_address === undefined) dhcp.server_address = listen.address;
+    const http = section(data, "http");
+    if (http.address === undefined) http.address = listen.address;
   }
   if (Array.isArray(listen.interfaces) && listen.interfaces.length > 0) {
     const dhcp = section(data, "dhcp");

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { bootConfigSchema, cinderSchema, imagesSchema, machinesSchema } from "../bootplan/config.js";
 import { dhcpConfigSchema } from "../dhcp/config.js";
+import { httpConfigSchema } from "../http/config.js";
 import { tftpConfigSchema } from "../tftp/config.js";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -22,6 +23,7 @@ export const configSchema = z.strictObject({
   cache_dir: z.string().min(1).default("/var/cache/netboot-appliance"),
   dhcp: dhcpConfigSchema.prefault({}),
   tftp: tftpConfigSchema,
+  http: httpConfigSchema,
   boot: bootConfigSchema.prefault({ loaders: {} }),
   images: imagesSchema.default({}),
   machines: machinesSchema.optional(),

@@ -1,9 +1,11 @@
 /** The TFTP server: accepts requests on the well-known port and runs each transfer on its own socket. */
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { EventEmitter } from "node:events";
-import { realpath } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
+import { FileLookup } from "../files/lookup.js";
+import { normaliseRequestPath } from "../files/paths.js";
+import { type BlockSource, bufferSource, NETASCII_MAX_BYTES, toNetascii } from "../files/sources.js";
 import {
   nativeChannelAvailable,
   openDgramChannel,
@@ -11,10 +13,8 @@ import {
   openNativeChannel,
   type TransferChannel,
 } from "./channel.js";
-import { type BlockSource, bufferSource, NETASCII_MAX_BYTES, SharedFileCache, toNetascii } from "./files.js";
 import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, negotiateOptions } from "./options.js";
 import { decodePacket, ErrorCode, encodeError, type RequestPacket } from "./packet.js";
-import { normaliseRequestPath, resolveInRoot } from "./paths.js";
 import type { TftpFileProvider, TftpTransferRecord } from "./provider.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Transfer } from "./transfer.js";
@@ -29,6 +29,8 @@ export interface TftpServerOptions {
   retries?: number;
   maxTransfers?: number;
   provider?: TftpFileProvider;
+  /** A lookup shared with other protocols (root and provider then come from it). */
+  lookup?: FileLookup;
   /**
    * Transfer sockets: "native" (native/nbdh_udp.c, with the lockstep pump) or "dgram" (node:dgram).
    * Default: native when the addon is built, else dgram.
@@ -57,13 +59,13 @@ export interface TftpServerEvents {
 const CLOSE_DEADLINE_MS = 5_000;
 
 export class TftpServer extends EventEmitter<TftpServerEvents> {
-  private readonly opts: Required<Omit<TftpServerOptions, "provider" | "logger">>;
+  private readonly opts: Required<Omit<TftpServerOptions, "provider" | "logger" | "lookup">>;
   private readonly log: Logger;
-  private provider: TftpFileProvider | undefined;
   private socket: Socket | undefined;
   private realRoot = "";
   private closing = false;
-  private readonly files = new SharedFileCache();
+  /** What paths name: the provider, then the jailed root (shared with HTTP when the appliance passes one). */
+  private readonly lookup: FileLookup;
   private readonly running = new Set<Transfer>();
   /** Requests being set up (resolving the file), plus running transfers: both count against maxTransfers. */
   private readonly inFlight = new Set<Promise<void>>();
@@ -94,20 +96,20 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       maxTransfers: options.maxTransfers ?? 500,
       transport: options.transport ?? (nativeChannelAvailable() ? "native" : "dgram"),
     };
-    this.provider = options.provider;
+    this.lookup = options.lookup ?? new FileLookup(options.root, options.provider);
     this.log = options.logger;
   }
 
   setProvider(provider: TftpFileProvider | undefined): void {
-    this.provider = provider;
+    this.lookup.setProvider(provider);
   }
 
   counters(): TftpCounters {
-    return { ...this.stats, active: this.inFlight.size, openFiles: this.files.openCount };
+    return { ...this.stats, active: this.inFlight.size, openFiles: this.lookup.openCount };
   }
 
   async listen(): Promise<AddressInfo> {
-    this.realRoot = await realpath(this.opts.root);
+    this.realRoot = await this.lookup.init();
     const socket = createSocket({ type: this.socketType(), reuseAddr: false });
     this.socket = socket;
     socket.on("message", (msg, rinfo) => this.onRequest(msg, rinfo));
@@ -135,7 +137,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     for (const t of this.running) t.abort("server shutting down");
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, CLOSE_DEADLINE_MS - 500).unref());
     await Promise.race([Promise.allSettled([...this.inFlight]), deadline]);
-    await this.files.closeAll();
+    await this.lookup.close();
     this.log.info(this.counters(), "tftp closed");
   }
 
@@ -363,12 +365,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   ): Promise<
     { ok: true; source: BlockSource } | { ok: false; outcome: "not-found" | "denied"; reason: string }
   > {
-    const provided = this.provider ? await this.provider(path, client) : undefined;
-    if (provided?.kind === "data") return { ok: true, source: bufferSource(provided.data) };
-    if (provided?.kind === "file") return this.files.open(provided.path);
-    const jailed = await resolveInRoot(this.realRoot, path);
-    if (!jailed.ok) return jailed;
-    return this.files.open(jailed.realPath);
+    return this.lookup.open(path, client);
   }
 
   private report(record: TftpTransferRecord, reason: string | undefined, ignored: string[]): void {

@@ -5,8 +5,8 @@
  * this class hands it each chunk, takes back whatever else arrives, and reads the pump's progress.
  */
 import type { RemoteInfo, Socket } from "node:dgram";
+import type { BlockSource } from "../files/sources.js";
 import { hrtimeMs, type LockstepPump, type TransferChannel } from "./channel.js";
-import type { BlockSource } from "./files.js";
 import { decodePacket, ErrorCode, encodeError, encodeOack, Opcode } from "./packet.js";
 import type { TftpTransferRecord } from "./provider.js";
 

@@ -53,6 +53,7 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
         reservations: [{ mac: MAC, address: "10.79.0.11", hostname: "node1" }],
       },
       tftp: { root },
+      http: { enable: true, port: 8080 },
       boot: { loaders: { x64: { shim: "x64/shimx64.efi", grub: "x64/grubx64.efi" } }, grub: { timeout: 0 } },
       images: {
         deb: {
@@ -178,6 +179,60 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
     expect(await tftpFromClient("images/deb/kernel")).toBe("kernel bytes");
   });
 
+  it("a UEFI HTTP boot client gets the loader's URL on this process's HTTP port; the same names are served there", async () => {
+    const envFile = join(dir, "udhcpc-http.env");
+    const script = join(dir, "udhcpc-http.sh");
+    writeFileSync(script, `#!/bin/sh\nif [ "$1" = bound ]; then env > ${envFile}; fi\n`, { mode: 0o755 });
+    lab.exec(
+      CL,
+      "udhcpc",
+      [
+        "-i",
+        "nbap-c0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        script,
+        "-x",
+        "0x5d:0010",
+        "-V",
+        "HTTPClient:Arch:00016:UNDI:003000",
+        "-O",
+        "bootfile",
+      ],
+      { timeout: 30_000 },
+    );
+    const env = Object.fromEntries(
+      readFileSync(envFile, "utf8")
+        .split("\n")
+        .filter((l) => l.includes("="))
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+    const url = env.boot_file ?? env.bootfile;
+    expect(url).toBe("http://10.79.0.1:8080/x64/shimx64.efi");
+    const http = (path: string, source?: string) =>
+      execFileP("ip", [
+        "netns",
+        "exec",
+        CL,
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "10",
+        ...(source ? ["--interface", source] : []),
+        `http://10.79.0.1:8080/${path}`,
+      ]);
+    expect((await http("x64/shimx64.efi")).stdout.length).toBe(4096);
+    expect((await http(`grub/${MAC}.conf`)).stdout).toContain(`iscsi_password=${CHAP_SECRET}`);
+    expect((await http("images/deb/kernel")).stdout).toBe("kernel bytes");
+  });
+
   it("netboot leases lists the machine's lease from the state directory", async () => {
     const { stdout } = await execFileP("node", [CLI, "leases", "--config", join(dir, "config.yaml")]);
     expect(stdout).toMatch(/10\.79\.0\.11\s+52:54:00:79:00:01\s+bound\s+node1/);
@@ -186,6 +241,19 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
   it("refuses the machine's config to any other address", async () => {
     lab.exec(CL, "ip", ["addr", "add", "10.79.0.77/24", "dev", "nbap-c0"]);
     await expect(tftpFromClient(`grub/${MAC}.conf`, "10.79.0.77")).rejects.toThrow();
+    await expect(
+      execFileP("ip", [
+        "netns",
+        "exec",
+        CL,
+        "curl",
+        "-sS",
+        "--fail",
+        "--interface",
+        "10.79.0.77",
+        `http://10.79.0.1:8080/grub/${MAC}.conf`,
+      ]),
+    ).rejects.toThrow(/403/);
   });
 
   it("logs one line per DHCP exchange and TFTP transfer, and never the CHAP secret", async () => {

@@ -116,9 +116,24 @@ describe.skipIf(!haveCurl)("serve lifecycle", () => {
     const root = mkdtempSync(join(tmpdir(), "nb-life-"));
     writeFileSync(join(root, "hello.txt"), "hello from the flags\n");
     const port = 20000 + Math.floor(Math.random() * 20000);
-    running = serve(["--no-dhcp", "--tftp-root", root, "--tftp-port", String(port), "--listen", "127.0.0.1"]);
+    const httpPort = port + 1;
+    running = serve([
+      "--no-dhcp",
+      "--tftp-root",
+      root,
+      "--tftp-port",
+      String(port),
+      "--http-port",
+      String(httpPort),
+      "--listen",
+      "127.0.0.1",
+    ]);
     await running.waitFor(/netboot-appliance started/);
     expect((await tftpGet(port, "hello.txt")).toString()).toBe("hello from the flags\n");
+    // The same name over HTTP, from the same flags.
+    const { stdout } = await execFileP("curl", ["-sS", "--fail", `http://127.0.0.1:${httpPort}/hello.txt`]);
+    expect(stdout).toBe("hello from the flags\n");
+    await running.waitFor(/"http request".*"path":"hello.txt"|"path":"hello.txt".*"http request"/);
     running.child.kill("SIGTERM");
     expect(await exited(running.child)).toBe(0);
   });

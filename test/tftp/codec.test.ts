@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { toNetascii } from "../../src/tftp/files.js";
+import { normaliseRequestPath } from "../../src/files/paths.js";
+import { toNetascii } from "../../src/files/sources.js";
 import { negotiateOptions } from "../../src/tftp/options.js";
 import {
   decodePacket,
@@ -10,7 +11,6 @@ import {
   encodeRequest,
   MAX_FILENAME_LENGTH,
 } from "../../src/tftp/packet.js";
-import { normaliseRequestPath } from "../../src/tftp/paths.js";
 import { RateLimiter } from "../../src/tftp/ratelimit.js";
 
 const caps = { maxBlksize: 1468, maxWindowsize: 64 };

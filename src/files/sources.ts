@@ -14,6 +14,8 @@ import { type FileHandle, open, stat } from "node:fs/promises";
 
 export interface BlockSource {
   readonly size: number;
+  /** For files: when the content was last modified (HTTP Last-Modified and ETag). */
+  readonly modifiedMs?: number;
   /** Reads up to `length` bytes at `offset`; shorter only at end of file. */
   read(offset: number, length: number): Promise<Buffer>;
   /** Fills `targets` in order from `offset` (one readv for a file); returns the bytes placed. */
@@ -41,6 +43,7 @@ interface SharedFile {
   size: number;
   /** size and mtime when opened. */
   stamp: string;
+  mtimeMs: number;
   refs: number;
   lingerTimer?: NodeJS.Timeout;
 }
@@ -93,7 +96,14 @@ export class SharedFileCache {
   private async openShared(path: string, key: string): Promise<SharedFile> {
     const handle = await open(path, "r");
     const st = await handle.stat();
-    const shared: SharedFile = { key, handle, size: st.size, stamp: stampOf(st), refs: 0 };
+    const shared: SharedFile = {
+      key,
+      handle,
+      size: st.size,
+      stamp: stampOf(st),
+      mtimeMs: st.mtimeMs,
+      refs: 0,
+    };
     if (this.closed) {
       await handle.close();
       throw Object.assign(new Error("server closing"), { code: "ECLOSED" });
@@ -111,6 +121,7 @@ export class SharedFileCache {
     let released = false;
     return {
       size: shared.size,
+      modifiedMs: shared.mtimeMs,
       read: async (offset, length) => {
         const len = Math.max(0, Math.min(length, shared.size - offset));
         const buf = Buffer.allocUnsafe(len);
