@@ -82,6 +82,7 @@ const mutatedConfig = fc
     const last = path[path.length - 1] as string;
     if (action === "delete") delete parent[last];
     else if (action === "replace") parent[last] = value;
+    else if (Array.isArray(parent)) parent.push(value);
     else if (typeof parent === "object" && parent !== null) parent[key] = value;
     return stringify(cfg);
   });
