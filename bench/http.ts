@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -158,6 +158,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "nbbench-http-"));
   const files = join(dir, "files");
   mkdirSync(files);
+  chmodSync(dir, 0o755); // nginx's workers run as www-data
   writeFileSync(join(files, "big.bin"), randomBytes(SINGLE_BYTES));
   writeFileSync(join(files, "initrd.img"), randomBytes(INITRD_BYTES));
   const starters: Record<Name, (port: number) => Promise<Server>> = {
