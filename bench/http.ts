@@ -173,7 +173,8 @@ async function main(): Promise<void> {
   try {
     for (let round = 0; round < SINGLE_REPEATS; round++) {
       for (const name of names) {
-        const s = await starters[name]((port += 2));
+        port += 2;
+        const s = await starters[name](port);
         const mon = monitorTree(s.pid);
         const r = await fetch(s.port, "big.bin");
         rss[name].single = Math.max(rss[name].single ?? 0, mon.stop().peakRss);
@@ -184,11 +185,12 @@ async function main(): Promise<void> {
     for (const clients of CONCURRENCY) {
       for (let round = 0; round < CONC_REPEATS; round++) {
         for (const name of names) {
-          const s = await starters[name]((port += 2));
+          port += 2;
+          const s = await starters[name](port);
           const mon = monitorTree(s.pid);
           const r = await concurrent(s.port, clients);
           rss[name][`c${clients}`] = Math.max(rss[name][`c${clients}`] ?? 0, mon.stop().peakRss);
-          (conc[name][clients] ??= []).push(r);
+          conc[name][clients] = [...(conc[name][clients] ?? []), r];
           await stop(s);
           console.error(
             `${name} ${clients} clients: ${r.mbps.toFixed(0)} MB/s, p99 ${r.p99.toFixed(2)} s, ${r.failed} failed`,
