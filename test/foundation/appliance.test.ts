@@ -114,46 +114,38 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
 
   let clientEnv: Record<string, string> = {};
 
-  it("an x64 UEFI PXE client gets its reserved address, shim for x64 and the appliance as next-server", () => {
-    const envFile = join(dir, "udhcpc.env");
-    const script = join(dir, "udhcpc.sh");
-    writeFileSync(
-      script,
-      `#!/bin/sh\nif [ "$1" = bound ]; then ip addr add "$ip/24" dev "$interface"; env > ${envFile}; fi\n`,
-      { mode: 0o755 },
-    );
+  /** udhcpc as a UEFI client of this architecture and vendor class; returns what its script saw when bound. */
+  function udhcpc(
+    tag: string,
+    arch: string,
+    vendorClass: string,
+    addAddress: boolean,
+  ): Record<string, string> {
+    const envFile = join(dir, `udhcpc-${tag}.env`);
+    const script = join(dir, `udhcpc-${tag}.sh`);
+    const add = addAddress ? 'ip addr add "$ip/24" dev "$interface"; ' : "";
+    writeFileSync(script, `#!/bin/sh\nif [ "$1" = bound ]; then ${add}env > ${envFile}; fi\n`, {
+      mode: 0o755,
+    });
+    const args = ["-i", "nbap-c0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", script];
     lab.exec(
       CL,
       "udhcpc",
-      [
-        "-i",
-        "nbap-c0",
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        script,
-        "-x",
-        "0x5d:0007",
-        "-V",
-        "PXEClient:Arch:00007:UNDI:003000",
-        "-O",
-        "bootfile",
-        "-O",
-        "tftp",
-      ],
-      { timeout: 30_000 },
+      [...args, "-x", `0x5d:${arch}`, "-V", vendorClass, "-O", "bootfile", "-O", "tftp"],
+      {
+        timeout: 30_000,
+      },
     );
-    clientEnv = Object.fromEntries(
+    return Object.fromEntries(
       readFileSync(envFile, "utf8")
         .split("\n")
         .filter((l) => l.includes("="))
         .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
     );
+  }
+
+  it("an x64 UEFI PXE client gets its reserved address, shim for x64 and the appliance as next-server", () => {
+    clientEnv = udhcpc("pxe", "0007", "PXEClient:Arch:00007:UNDI:003000", true);
     expect(clientEnv.ip).toBe("10.79.0.11");
     expect(clientEnv.boot_file ?? clientEnv.bootfile).toBe("x64/shimx64.efi");
     expect(clientEnv.siaddr).toBe("10.79.0.1");
@@ -180,39 +172,7 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
   });
 
   it("a UEFI HTTP boot client gets the loader's URL on this process's HTTP port; the same names are served there", async () => {
-    const envFile = join(dir, "udhcpc-http.env");
-    const script = join(dir, "udhcpc-http.sh");
-    writeFileSync(script, `#!/bin/sh\nif [ "$1" = bound ]; then env > ${envFile}; fi\n`, { mode: 0o755 });
-    lab.exec(
-      CL,
-      "udhcpc",
-      [
-        "-i",
-        "nbap-c0",
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        script,
-        "-x",
-        "0x5d:0010",
-        "-V",
-        "HTTPClient:Arch:00016:UNDI:003000",
-        "-O",
-        "bootfile",
-      ],
-      { timeout: 30_000 },
-    );
-    const env = Object.fromEntries(
-      readFileSync(envFile, "utf8")
-        .split("\n")
-        .filter((l) => l.includes("="))
-        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
-    );
+    const env = udhcpc("http", "0010", "HTTPClient:Arch:00016:UNDI:003000", false);
     const url = env.boot_file ?? env.bootfile;
     expect(url).toBe("http://10.79.0.1:8080/x64/shimx64.efi");
     const http = (path: string, source?: string) =>
