@@ -16,6 +16,7 @@ const killCycles = Number(process.env.NETBOOT_SOAK_KILL_CYCLES ?? 100);
 const results = join(root, "test-results");
 
 interface Step {
+  key: "fuzz" | "kill" | "faults";
   name: string;
   files: string[];
   env: Record<string, string>;
@@ -25,21 +26,36 @@ interface Step {
 }
 
 const steps: Step[] = [
-  { name: "fuzz", files: ["test/fuzz"], env: { NETBOOT_FUZZ_RUNS: String(fuzzRuns) } },
+  { key: "fuzz", name: "fuzz", files: ["test/fuzz"], env: { NETBOOT_FUZZ_RUNS: String(fuzzRuns) } },
   {
+    key: "kill",
     name: "kill -9 loop",
     files: ["test/dhcp/kill-loop.test.ts"],
     env: { NETBOOT_KILL_CYCLES: String(killCycles) },
   },
   {
+    key: "faults",
     name: "full disk, file replaced mid-transfer, OpenStack faults",
     files: ["test/dhcp/full-disk.test.ts", "test/tftp/replaced.test.ts", "test/bootplan/cinder.test.ts"],
     env: {},
   },
 ];
 
-rmSync(join(results, "fuzz"), { recursive: true, force: true });
+// NETBOOT_SOAK_STEPS=kill,faults reruns only those; the other steps keep their last recorded results.
+const only = process.env.NETBOOT_SOAK_STEPS?.split(",");
+const outDir = join(root, "bench", "results");
+const previous = existsSync(join(outDir, "soak.json"))
+  ? (JSON.parse(readFileSync(join(outDir, "soak.json"), "utf8")) as {
+      steps: Step[];
+      fuzz: Record<string, unknown>[];
+    })
+  : undefined;
+if (!only || only.includes("fuzz")) rmSync(join(results, "fuzz"), { recursive: true, force: true });
 for (const step of steps) {
+  if (only && !only.includes(step.key)) {
+    Object.assign(step, previous?.steps.find((s) => s.name === step.name) ?? {});
+    continue;
+  }
   const started = Date.now();
   const report = join(results, `soak-${step.name.replace(/\W+/g, "-")}.json`);
   const run = spawnSync(
@@ -73,7 +89,6 @@ const kill = existsSync(killPath)
   ? (JSON.parse(readFileSync(killPath, "utf8")) as { summary: Record<string, unknown> })
   : undefined;
 
-const outDir = join(root, "bench", "results");
 mkdirSync(outDir, { recursive: true });
 const meta = { date: new Date().toISOString(), fuzzRuns, killCycles, node: process.version };
 writeFileSync(
