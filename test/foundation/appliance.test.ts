@@ -159,6 +159,14 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
     return stdout;
   }
 
+  async function httpFromClient(path: string, source?: string): Promise<string> {
+    const args = ["netns", "exec", CL, "curl", "-sS", "--fail", "--max-time", "10"];
+    if (source) args.push("--interface", source);
+    args.push(`http://10.79.0.1:8080/${path}`);
+    const { stdout } = await execFileP("ip", args);
+    return stdout;
+  }
+
   it("the machine fetches shim, the master GRUB config and its own boot_iscsi config over TFTP", async () => {
     expect((await tftpFromClient("x64/shimx64.efi")).length).toBe(4096);
     const master = await tftpFromClient("grub/grub.cfg");
@@ -175,22 +183,9 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
     const env = udhcpc("http", "0010", "HTTPClient:Arch:00016:UNDI:003000", false);
     const url = env.boot_file ?? env.bootfile;
     expect(url).toBe("http://10.79.0.1:8080/x64/shimx64.efi");
-    const http = (path: string, source?: string) =>
-      execFileP("ip", [
-        "netns",
-        "exec",
-        CL,
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "10",
-        ...(source ? ["--interface", source] : []),
-        `http://10.79.0.1:8080/${path}`,
-      ]);
-    expect((await http("x64/shimx64.efi")).stdout.length).toBe(4096);
-    expect((await http(`grub/${MAC}.conf`)).stdout).toContain(`iscsi_password=${CHAP_SECRET}`);
-    expect((await http("images/deb/kernel")).stdout).toBe("kernel bytes");
+    expect((await httpFromClient("x64/shimx64.efi")).length).toBe(4096);
+    expect(await httpFromClient(`grub/${MAC}.conf`)).toContain(`iscsi_password=${CHAP_SECRET}`);
+    expect(await httpFromClient("images/deb/kernel")).toBe("kernel bytes");
   });
 
   it("netboot leases lists the machine's lease from the state directory", async () => {
@@ -201,19 +196,7 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
   it("refuses the machine's config to any other address", async () => {
     lab.exec(CL, "ip", ["addr", "add", "10.79.0.77/24", "dev", "nbap-c0"]);
     await expect(tftpFromClient(`grub/${MAC}.conf`, "10.79.0.77")).rejects.toThrow();
-    await expect(
-      execFileP("ip", [
-        "netns",
-        "exec",
-        CL,
-        "curl",
-        "-sS",
-        "--fail",
-        "--interface",
-        "10.79.0.77",
-        `http://10.79.0.1:8080/grub/${MAC}.conf`,
-      ]),
-    ).rejects.toThrow(/403/);
+    await expect(httpFromClient(`grub/${MAC}.conf`, "10.79.0.77")).rejects.toThrow(/403/);
   });
 
   it("logs one line per DHCP exchange and TFTP transfer, and never the CHAP secret", async () => {
