@@ -36,6 +36,20 @@ describe("Glance image cache", () => {
   });
   afterAll(async () => os?.close());
 
+  /** A static machine whose kernel and initrd come from Glance by id, reached through the fake's Keystone. */
+  const glanceMachineYaml = (kernel: string | undefined, initrd: string | undefined, mac: string) => `
+boot:
+  loaders: { x64: { shim: x64/shimx64.efi, grub: x64/grubx64.efi } }
+images:
+  g: { kernel: { glance_id: ${kernel} }, initrd: { glance_id: ${initrd} }, flavour: dracut, root: UUID=1 }
+machines:
+  - { name: s1, macs: [${mac}], volume: { resolver: static, portals: [10.0.0.5], iqn: iqn.2024-01.org.example:s1, lun: 1 } }
+resolvers:
+  cinder:
+    auth_url: ${os.authUrl}
+    auth: { type: password, username: netboot, password: keystone-secret, project_name: baremetal }
+`;
+
   it("ten concurrent requests for one image download it once, verified, atomically", async () => {
     const dir = tempDir();
     const cache = new ImageCache(dir, glance, log.logger);
@@ -91,18 +105,7 @@ describe("Glance image cache", () => {
   });
 
   it("static machines can take kernel and initrd from Glance by id", async () => {
-    const yaml = `
-boot:
-  loaders: { x64: { shim: x64/shimx64.efi, grub: x64/grubx64.efi } }
-images:
-  g: { kernel: { glance_id: ${kernelId} }, initrd: { glance_id: ${initrdId} }, flavour: dracut, root: UUID=1 }
-machines:
-  - { name: s1, macs: [52:54:00:cc:00:01], volume: { resolver: static, portals: [10.0.0.5], iqn: iqn.2024-01.org.example:s1, lun: 1 } }
-resolvers:
-  cinder:
-    auth_url: ${os.authUrl}
-    auth: { type: password, username: netboot, password: keystone-secret, project_name: baremetal }
-`;
+    const yaml = glanceMachineYaml(kernelId, initrdId, "52:54:00:cc:00:01");
     const plan = new BootPlan(planOptionsFromYaml(yaml, { cacheDir: tempDir(), logger: log.logger }));
     const r = await plan.render("52:54:00:cc:00:01");
     expect(r.kernelPath).toBe(`glance/${kernelId}`);
@@ -131,18 +134,7 @@ resolvers:
         /os_hash_algo .* is not supported/,
       );
       // The TFTP path of that image gets nothing either (no cached version exists).
-      const yaml = `
-boot:
-  loaders: { x64: { shim: x64/shimx64.efi, grub: x64/grubx64.efi } }
-images:
-  g: { kernel: { glance_id: ${id} }, initrd: { glance_id: ${id} }, flavour: dracut, root: UUID=1 }
-machines:
-  - { name: s1, macs: [52:54:00:cc:00:09], volume: { resolver: static, portals: [10.0.0.5], iqn: iqn.2024-01.org.example:s1, lun: 1 } }
-resolvers:
-  cinder:
-    auth_url: ${os.authUrl}
-    auth: { type: password, username: netboot, password: keystone-secret, project_name: baremetal }
-`;
+      const yaml = glanceMachineYaml(id, id, "52:54:00:cc:00:09");
       const plan = new BootPlan(
         planOptionsFromYaml(yaml, { cacheDir: join(dir, "cache"), logger: log.logger }),
       );
