@@ -28,6 +28,14 @@
  *   .close()                                    stops polling and closes the socket (idempotent)
  *
  * Blocks are absolute (1-based, beyond 65535); the wire carries them modulo 65536.
+ *
+ * Batching (io_uring, nbdh_ring.h): in a storm, one wake-up of the loop finds many transfers' ACKs ready.
+ * A readable channel is then only noted; a check handle, run right after the loop's poll phase, reads all
+ * noted channels with one io_uring_enter and sends all the pump's answers with one more. That is two
+ * system calls for the batch instead of two per datagram, and one preemption by the woken clients instead
+ * of one per send. Every entry carries MSG_DONTWAIT, so it completes inside the submit: when the flush
+ * returns, each send is done (the transfer reuses chunk memory on that promise). Off where io_uring is not
+ * available, or with NETBOOT_TFTP_BATCH=0; then each readable channel reads and answers at once.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -35,6 +43,7 @@
 #include <netinet/in.h>
 #include <node_api.h>
 #include "nbdh_errno.h"
+#include "nbdh_ring.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,9 +65,29 @@ typedef struct {
   int64_t first;
 } chunk_t;
 
+/* Ready channels handled in one pair of submits (the ring has this many entries). */
+#define BATCH_MAX 256
+
+struct channel;
+
+/* One per Node environment (its loop): the ring and the channels noted readable since the last flush. */
 typedef struct {
+  int enabled;
+  nbdh_ring_t ring;
+  uv_check_t check;
+  struct channel **ready;
+  size_t count, capacity;
+} batcher_t;
+
+enum { ACT_NONE, ACT_DELIVER, ACT_ADVANCED };
+
+typedef struct channel {
   napi_env env;
   uv_poll_t poll;
+  batcher_t *batch; /* NULL: read and answer at once */
+  int queued;       /* in batch->ready */
+  int received;     /* the batched read's result: bytes, or -errno */
+  int action;
   int fd;
   int family;
   int polling; /* uv_poll_start done */
@@ -141,7 +170,7 @@ static void call_js(channel_t *ch, napi_ref fn, size_t argc, napi_value *argv) {
  * the current one. Returns 0 when the datagram is not for it, 1 when it sent, 2 when it sent the first
  * packet of the queued chunk (JS is told, to read the chunk after).
  */
-static int pump(channel_t *ch, const uint8_t *p, ssize_t n) {
+static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t **out, size_t *out_len) {
   if (!ch->armed || n < 4 || p[0] != 0 || p[1] != 4) return 0;
   uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
   if (block != (uint16_t)(ch->last_sent & 0xffff)) return 0;
@@ -156,11 +185,20 @@ static int pump(channel_t *ch, const uint8_t *p, ssize_t n) {
   }
   if (want < ch->cur.first || want - ch->cur.first >= (int64_t)ch->cur.count) return 0;
   uint32_t i = (uint32_t)(want - ch->cur.first);
-  /* A failed send (ENOBUFS, EAGAIN) is a loss: the transfer's timeout sends the block again. */
-  (void)send(ch->fd, ch->cur.data[i], ch->cur.len[i], MSG_DONTWAIT);
+  *out = ch->cur.data[i];
+  *out_len = ch->cur.len[i];
   ch->last_sent = want;
   ch->last_progress = (double)uv_hrtime() / 1e6;
   return moved ? 2 : 1;
+}
+
+static int pump(channel_t *ch, const uint8_t *p, ssize_t n) {
+  const uint8_t *packet;
+  size_t len;
+  int took = pump_take(ch, p, n, &packet, &len);
+  /* A failed send (ENOBUFS, EAGAIN) is a loss: the transfer's timeout sends the block again. */
+  if (took) (void)send(ch->fd, packet, len, MSG_DONTWAIT);
+  return took;
 }
 
 static void deliver(channel_t *ch, const uint8_t *p, ssize_t n) {
@@ -181,6 +219,118 @@ static void advanced(channel_t *ch) {
   napi_close_handle_scope(ch->env, scope);
 }
 
+static void note_received(uint64_t user_data, int32_t res, void *ctx) {
+  (void)ctx;
+  ((channel_t *)(uintptr_t)user_data)->received = res;
+}
+
+static void note_sent(uint64_t user_data, int32_t res, void *ctx) {
+  (void)user_data;
+  (void)res; /* a failed send is a loss, as in pump() */
+  (void)ctx;
+}
+
+/* Reads, and answers, up to BATCH_MAX noted channels with two submits; then tells JS what is its. */
+static void flush_some(batcher_t *b, channel_t **chs, size_t k) {
+  unsigned reads = 0, sends = 0;
+  for (size_t i = 0; i < k; i++) {
+    channel_t *ch = chs[i];
+    ch->queued = 0;
+    ch->received = -EAGAIN;
+    ch->action = ACT_NONE;
+    if (ch->closed || ch->fd < 0) continue;
+    struct io_uring_sqe *sqe = nbdh_ring_sqe(&b->ring);
+    if (sqe == NULL) break;
+    nbdh_ring_prep(sqe, IORING_OP_RECV, ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
+    reads++;
+  }
+  if (reads == 0) return;
+  if (nbdh_ring_submit(&b->ring, reads) < 0) return;
+  nbdh_ring_reap(&b->ring, note_received, NULL);
+  for (size_t i = 0; i < k; i++) {
+    channel_t *ch = chs[i];
+    if (ch->received < 0 || ch->closed) continue;
+    const uint8_t *packet;
+    size_t len;
+    int took = pump_take(ch, ch->buf, ch->received, &packet, &len);
+    if (took == 0) {
+      ch->action = ACT_DELIVER;
+      continue;
+    }
+    struct io_uring_sqe *sqe = nbdh_ring_sqe(&b->ring);
+    if (sqe != NULL) {
+      nbdh_ring_prep(sqe, IORING_OP_SEND, ch->fd, packet, len, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
+      sends++;
+    }
+    if (took == 2) ch->action = ACT_ADVANCED;
+  }
+  if (sends > 0 && nbdh_ring_submit(&b->ring, sends) >= 0) nbdh_ring_reap(&b->ring, note_sent, NULL);
+  /* JS last: it may close, re-arm or send on any channel, and every batched send is already done. */
+  for (size_t i = 0; i < k; i++) {
+    channel_t *ch = chs[i];
+    if (ch->closed) continue;
+    if (ch->action == ACT_DELIVER) deliver(ch, ch->buf, ch->received);
+    else if (ch->action == ACT_ADVANCED) advanced(ch);
+    ch->action = ACT_NONE;
+  }
+}
+
+static void flush_ready(uv_check_t *handle) {
+  batcher_t *b = (batcher_t *)handle->data;
+  /* JS callbacks can note no new channel (that happens only in the poll phase), so count is stable. */
+  for (size_t start = 0; start < b->count; start += BATCH_MAX) {
+    size_t k = b->count - start < BATCH_MAX ? b->count - start : BATCH_MAX;
+    flush_some(b, b->ready + start, k);
+  }
+  b->count = 0;
+}
+
+static void batcher_closed(uv_handle_t *handle) {
+  batcher_t *b = (batcher_t *)handle->data;
+  free(b->ready);
+  free(b);
+}
+
+static void batcher_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  batcher_t *b = (batcher_t *)data;
+  if (!b->enabled) {
+    free(b);
+    return;
+  }
+  nbdh_ring_free(&b->ring);
+  uv_check_stop(&b->check);
+  uv_close((uv_handle_t *)&b->check, batcher_closed);
+}
+
+/* The environment's batcher, made on first use; NULL when batching is off. */
+static batcher_t *batcher_for(napi_env env, uv_loop_t *loop) {
+  batcher_t *b = NULL;
+  if (napi_get_instance_data(env, (void **)&b) == napi_ok && b != NULL) return b->enabled ? b : NULL;
+  b = calloc(1, sizeof *b);
+  if (b == NULL) return NULL;
+  const char *setting = getenv("NETBOOT_TFTP_BATCH");
+  b->enabled = !(setting != NULL && strcmp(setting, "0") == 0);
+  if (b->enabled && nbdh_ring_init(&b->ring, BATCH_MAX) != 0) b->enabled = 0;
+  if (b->enabled) {
+    uv_check_init(loop, &b->check);
+    b->check.data = b;
+    uv_check_start(&b->check, flush_ready);
+    uv_unref((uv_handle_t *)&b->check); /* never keeps the process alive by itself */
+  }
+  napi_set_instance_data(env, b, batcher_finalize, NULL);
+  return b->enabled ? b : NULL;
+}
+
+static napi_value batching(napi_env env, napi_callback_info info) {
+  (void)info;
+  uv_loop_t *loop;
+  napi_value v;
+  napi_get_boolean(env, napi_get_uv_event_loop(env, &loop) == napi_ok && batcher_for(env, loop) != NULL, &v);
+  return v;
+}
+
 static void on_readable(uv_poll_t *handle, int status, int events) {
   channel_t *ch = (channel_t *)handle->data;
   if (status < 0) {
@@ -194,6 +344,20 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     if (ch->closed || uv_poll_start(&ch->poll, UV_READABLE, on_readable) != 0) return;
   } else if (!(events & UV_READABLE))
     return;
+  if (ch->batch != NULL) {
+    batcher_t *b = ch->batch;
+    if (ch->queued) return;
+    if (b->count == b->capacity) {
+      size_t cap = b->capacity ? b->capacity * 2 : 256;
+      struct channel **grown = realloc(b->ready, cap * sizeof *grown);
+      if (grown == NULL) return; /* still readable: the next poll brings it back */
+      b->ready = grown;
+      b->capacity = cap;
+    }
+    ch->queued = 1;
+    b->ready[b->count++] = ch;
+    return;
+  }
   for (int i = 0; i < RECV_BURST && !ch->closed; i++) {
     ssize_t n = recv(ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT);
     if (n < 0) {
@@ -353,6 +517,7 @@ static napi_value channel_start(napi_env env, napi_callback_info info) {
   }
   ch->poll.data = ch;
   ch->polling = 1;
+  ch->batch = batcher_for(env, loop);
   napi_create_reference(env, argv[0], 1, &ch->on_packet);
   napi_create_reference(env, argv[1], 1, &ch->on_advance);
   napi_create_reference(env, self, 1, &ch->self);
@@ -522,6 +687,9 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_define_class(env, "UdpChannel", NAPI_AUTO_LENGTH, channel_new, NULL, sizeof methods / sizeof methods[0], methods, &cls) != napi_ok)
     return NULL;
   napi_set_named_property(env, exports, "UdpChannel", cls);
+  napi_value fn;
+  if (napi_create_function(env, "batching", NAPI_AUTO_LENGTH, batching, NULL, &fn) == napi_ok)
+    napi_set_named_property(env, exports, "batching", fn);
   return exports;
 }
 

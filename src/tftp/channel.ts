@@ -55,6 +55,7 @@ interface NativeUdpChannel {
 
 type NativeUdpAddon = {
   UdpChannel: new (family: 4 | 6, address: string, port: number) => NativeUdpChannel;
+  batching(): boolean;
 };
 
 /** Whether the native channel can be used here (the addon is built and loads). */
@@ -62,6 +63,18 @@ export function nativeChannelAvailable(): boolean {
   try {
     loadAddon<NativeUdpAddon>("nbdh_udp");
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether native channels batch their reads and the pump's sends through io_uring (native/nbdh_udp.c):
+ * false where the kernel refuses io_uring or NETBOOT_TFTP_BATCH=0.
+ */
+export function nativeBatching(): boolean {
+  try {
+    return loadAddon<NativeUdpAddon>("nbdh_udp").batching();
   } catch {
     return false;
   }

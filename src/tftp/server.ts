@@ -7,6 +7,7 @@ import { FileLookup } from "../files/lookup.js";
 import { normaliseRequestPath } from "../files/paths.js";
 import { type BlockSource, bufferSource, NETASCII_MAX_BYTES, toNetascii } from "../files/sources.js";
 import {
+  nativeBatching,
   nativeChannelAvailable,
   openDgramChannel,
   openDgramSocket,
@@ -123,7 +124,13 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     });
     const addr = socket.address();
     this.log.info(
-      { address: addr.address, port: addr.port, root: this.realRoot, transport: this.opts.transport },
+      {
+        address: addr.address,
+        port: addr.port,
+        root: this.realRoot,
+        transport: this.opts.transport,
+        ...(this.opts.transport === "native" ? { batching: nativeBatching() } : {}),
+      },
       "tftp listening",
     );
     return addr;

@@ -1,10 +1,17 @@
 /** The native transfer channel and its lockstep pump, driven over loopback by a plain dgram client. */
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { createSocket, type Socket } from "node:dgram";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, afterEach, beforeEach, describe, expect, test } from "vitest";
 import { nativeChannelAvailable, openNativeChannel, type TransferChannel } from "../../src/tftp/channel.js";
 import { encodeAck, encodeError } from "../../src/tftp/packet.js";
 import { resourceAvailable } from "../support/require.js";
 
+const execFileP = promisify(execFile);
 const haveAddon = resourceAvailable(
   "native addon nbdh_udp (node native/build.mjs)",
   nativeChannelAvailable(),
@@ -181,4 +188,59 @@ describe.skipIf(!haveAddon)("native channel", () => {
     expect(() => channel.pump?.arm([Buffer.alloc(4), "x" as unknown as Buffer], 1, 2, 1)).toThrow(/Buffers/);
     expect(() => openNativeChannel(4, "not-an-address")).toThrow(/IP literal/);
   });
+});
+
+/**
+ * The pump's two ways of answering (native/nbdh_udp.c): batched through io_uring (the default where the
+ * kernel allows it), and at once on each readable socket (NETBOOT_TFTP_BATCH=0, or no io_uring). Each is
+ * a real server process serving 12 lockstep transfers at once to curl, the bytes compared.
+ */
+describe.skipIf(!haveAddon)("the pump, batched and not", () => {
+  const dir = mkdtempSync(join(tmpdir(), "nbch-"));
+  const file = randomBytes(3 * 1024 * 1024 + 77);
+  writeFileSync(join(dir, "file.bin"), file);
+  const ioUringAllowed = (() => {
+    try {
+      return readFileSync("/proc/sys/kernel/io_uring_disabled", "utf8").trim() === "0";
+    } catch {
+      return false;
+    }
+  })();
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const batch of ["1", "0"]) {
+    test(`NETBOOT_TFTP_BATCH=${batch}: 12 transfers at once arrive whole`, async () => {
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      const server = spawn(
+        process.execPath,
+        [join(import.meta.dirname, "../../dist/bench/lib/tftp-serve.js"), dir, "127.0.0.1", String(port)],
+        { env: { ...process.env, NETBOOT_TFTP_BATCH: batch }, stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let log = "";
+      server.stderr?.on("data", (d: Buffer) => {
+        log += d.toString();
+      });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.stdout?.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
+          server.once("exit", (code) => reject(new Error(`tftp-serve exited ${code}: ${log}`)));
+        });
+        const listening = JSON.parse(log.split("\n").find((l) => l.includes("tftp listening")) ?? "{}");
+        expect(listening.batching).toBe(batch === "1" && ioUringAllowed);
+        const got = await Promise.all(
+          Array.from({ length: 12 }, async () => {
+            const { stdout } = await execFileP(
+              "curl",
+              ["-sS", "--max-time", "60", "--tftp-blksize", "1024", `tftp://127.0.0.1:${port}/file.bin`],
+              { encoding: "buffer", maxBuffer: 16 * 1024 * 1024 },
+            );
+            return stdout;
+          }),
+        );
+        for (const body of got) expect(body.equals(file)).toBe(true);
+      } finally {
+        server.kill("SIGTERM");
+      }
+    }, 120_000);
+  }
 });

@@ -1,0 +1,170 @@
+/**
+ * One boot storm: a fresh server process, every machine's script started at once, and what it cost.
+ * Shared by the benchmark (bench/storm.ts) and the CI test (test/e2e/storm.test.ts).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { cpuSeconds, peakRss } from "./proc.js";
+import { minimumPackets, type StormFile } from "./storm-machine.js";
+import type { StormNet } from "./storm-net.js";
+import type { RunningServer } from "./storm-servers.js";
+
+export interface MachineOutcome {
+  ok: boolean;
+  /** The step that failed, when one did. */
+  failedStep?: string;
+  totalMs: number;
+  steps: Record<string, number>;
+}
+
+export interface StormResult {
+  /** From the start of the storm until the last machine had its initrd (or gave up). */
+  wallS: number;
+  failed: number;
+  failures: string[];
+  /** Server datagrams beyond what a loss-free storm needs (OACKs and DATA sent again). */
+  retransmits: number;
+  serverCpuS: number;
+  peakRssBytes: number | undefined;
+  machines: MachineOutcome[];
+  flood?: FloodResult;
+}
+
+export interface FloodResult {
+  sent: number;
+  answered: number;
+  /** What the flood asked for, per second, and what it got. */
+  sentPerS: number;
+  answeredPerS: number;
+}
+
+export function parseMachineLine(line: string): MachineOutcome {
+  const [word, second, third, ...rest] = line.trim().split(/\s+/);
+  if (word === "fail") return { ok: false, failedStep: second ?? "?", totalMs: Number(third), steps: {} };
+  if (word !== "ok")
+    return { ok: false, failedStep: `no report (${line.trim().slice(0, 80)})`, totalMs: 0, steps: {} };
+  const steps: Record<string, number> = {};
+  for (const kv of [third, ...rest]) {
+    const [k, v] = (kv ?? "").split("=");
+    if (k && v) steps[k] = Number(v);
+  }
+  return { ok: true, totalMs: Number(second), steps };
+}
+
+function runMachine(net: StormNet, index: number, opts: StormOptions) {
+  const m = net.machines[index] as { ns: string; mac: string };
+  const own = opts.sequence(m.mac).find((f) => f.path.includes("<MAC>"))?.size ?? 0;
+  const { script, outDir, machineTimeoutMs: timeoutMs } = opts;
+  const [cmd, args] = net.exec(m.ns, "sh", script);
+  return new Promise<MachineOutcome>((resolve) => {
+    const child = spawn(cmd, args, {
+      stdio: ["ignore", "pipe", "ignore"],
+      env: {
+        PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+        MAC: m.mac,
+        OWN_SIZE: String(own),
+        OUT: join(outDir, String(index)),
+      },
+    });
+    let out = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("close", () => {
+      clearTimeout(timer);
+      resolve(parseMachineLine(out.split("\n").filter(Boolean).pop() ?? "timeout"));
+    });
+  });
+}
+
+/** perfdhcp sending DISCOVERs only (-i) from `clients` MACs at `rate` per second, until stopped. */
+export function startFlood(net: StormNet, floodNs: string, rate: number, clients: number) {
+  const [cmd, args] = net.exec(
+    floodNs,
+    "perfdhcp",
+    "-4",
+    "-l",
+    "eth0",
+    "-i",
+    "-r",
+    String(rate),
+    "-R",
+    String(clients),
+    "-p",
+    "3600",
+    "-t",
+    "0",
+    "10.90.0.1",
+  );
+  const child: ChildProcess = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  const started = Date.now();
+  return {
+    stop: () =>
+      new Promise<FloodResult>((resolve) => {
+        const seconds = (Date.now() - started) / 1000;
+        child.once("close", () => {
+          const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? Number.NaN);
+          const sent = num(/sent packets:\s*(\d+)/);
+          const answered = num(/received packets:\s*(\d+)/);
+          resolve({ sent, answered, sentPerS: sent / seconds, answeredPerS: answered / seconds });
+        });
+        child.kill("SIGINT");
+      }),
+  };
+}
+
+export interface StormOptions {
+  net: StormNet;
+  script: string;
+  /** Each machine's files, for the loss-free packet count. */
+  sequence: (mac: string) => StormFile[];
+  start: () => Promise<RunningServer>;
+  outDir: string;
+  machineTimeoutMs: number;
+  flood?: { ns: string; rate: number; clients: number };
+}
+
+export async function runStorm(opts: StormOptions): Promise<StormResult> {
+  const { net } = opts;
+  net.flushMachineAddresses();
+  rmSync(opts.outDir, { recursive: true, force: true });
+  const server = await opts.start();
+  try {
+    const flood = opts.flood
+      ? startFlood(net, opts.flood.ns, opts.flood.rate, opts.flood.clients)
+      : undefined;
+    if (flood) await new Promise((r) => setTimeout(r, 1000)); // the flood is on before the rack powers up
+    net.resetCounters();
+    const cpu0 = cpuSeconds(server.pid);
+    const t0 = process.hrtime.bigint();
+    const machines = await Promise.all(net.machines.map((_, i) => runMachine(net, i, opts)));
+    const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+    const serverCpuS = cpuSeconds(server.pid) - cpu0;
+    const sent = net.serverSent();
+    const floodResult = await flood?.stop();
+    const expected = net.machines.reduce((n, m) => n + minimumPackets(opts.sequence(m.mac)), 0);
+    const failures = machines.flatMap((m, i) => (m.ok ? [] : [`${net.machines[i]?.mac}: ${m.failedStep}`]));
+    return {
+      wallS,
+      failed: failures.length,
+      failures,
+      retransmits: Math.max(0, sent.other - expected),
+      serverCpuS,
+      peakRssBytes: peakRss(server.pid),
+      machines,
+      ...(floodResult ? { flood: floodResult } : {}),
+    };
+  } finally {
+    await server.stop();
+    rmSync(opts.outDir, { recursive: true, force: true });
+  }
+}
