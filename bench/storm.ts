@@ -29,7 +29,7 @@ import { join } from "node:path";
 import { packageRoot } from "../src/package-root.js";
 import { markdownTable, mib, ratio } from "./lib/report.js";
 import { writeMachineScript } from "./lib/storm-machine.js";
-import { createStormNet, STORM_SERVER_ADDRESS, type StormNet } from "./lib/storm-net.js";
+import { createStormNet, FLOOD_ADDRESS, STORM_SERVER_ADDRESS, type StormNet } from "./lib/storm-net.js";
 import { runStorm, type StormResult } from "./lib/storm-run.js";
 import {
   applianceConfig,
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
     });
   }
   if (ROWS.has("flood")) {
-    net.addHost("flood", "52:54:00:9f:ff:01");
+    net.addHost("flood", "52:54:00:9f:ff:01", FLOOD_ADDRESS);
     variants.push({
       label: `2 cores, ${FLOOD_RATE}/s DISCOVER flood`,
       cores: "0,1",

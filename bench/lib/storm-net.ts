@@ -11,6 +11,8 @@ import { execFileSync } from "node:child_process";
 
 export const STORM_SERVER_ADDRESS = "10.90.0.1";
 export const STORM_PREFIX_LENGTH = 22;
+/** The flood host: a relay agent's address on the bridge. */
+export const FLOOD_ADDRESS = "10.90.0.2";
 export const STORM_POOL = { start: "10.90.1.0", end: "10.90.3.250" } as const;
 
 export interface StormNet {
@@ -21,8 +23,8 @@ export interface StormNet {
   exec(ns: string, cmd: string, ...args: string[]): [string, string[]];
   /** Drops this percentage of frames each way on every machine's port (0 removes the rule). */
   setLoss(percent: number): void;
-  /** Another namespace on the bridge (for a DHCP flood), with its own MAC; returns its name. */
-  addHost(name: string, mac: string): string;
+  /** Another host on the bridge (for a DHCP flood), with its own MAC and address; returns its namespace. */
+  addHost(name: string, mac: string, address: string): string;
   /** UDP datagrams the server has sent since the last reset: DHCP (source port 67) and the rest (TFTP). */
   serverSent(): { dhcp: number; other: number };
   resetCounters(): void;
@@ -61,7 +63,8 @@ export function createStormNet(prefix: string, count: number): StormNet {
         .split("\n")
         .map((l) => l.split(" ")[0]),
     );
-    const gone = namespaces().filter((ns) => existing.has(ns));
+    // Ours by name: this run's, and any a killed run left behind.
+    const gone = [...existing].filter((ns): ns is string => ns?.startsWith(`${prefix}-`) === true);
     // Deleting the namespaces deletes their veths, and with them the bridge ports.
     if (gone.length > 0) sh("ip", ["-batch", "-"], gone.map((ns) => `netns del ${ns}\n`).join(""));
   };
@@ -122,7 +125,7 @@ export function createStormNet(prefix: string, count: number): StormNet {
         ].join("\n"),
       );
     },
-    addHost(name, mac) {
+    addHost(name, mac, address) {
       const ns = `${prefix}-${name}`;
       portIndex += 1;
       extraNs.push(ns);
@@ -132,7 +135,11 @@ export function createStormNet(prefix: string, count: number): StormNet {
         ["-n", serverNs, "-batch", "-"],
         `link add ${prefix}-v${portIndex} type veth peer name eth0 address ${mac} netns ${ns}\nlink set ${prefix}-v${portIndex} master ${bridge} up\n`,
       );
-      sh("ip", ["-n", ns, "-batch", "-"], "link set lo up\nlink set eth0 up\n");
+      sh(
+        "ip",
+        ["-n", ns, "-batch", "-"],
+        `link set lo up\nlink set eth0 up\naddr add ${address}/${STORM_PREFIX_LENGTH} dev eth0\n`,
+      );
       return ns;
     },
     serverSent() {

@@ -5,9 +5,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
+import { packageRoot } from "../../src/package-root.js";
 import { cpuSeconds, peakRss } from "./proc.js";
 import { minimumPackets, type StormFile } from "./storm-machine.js";
-import type { StormNet } from "./storm-net.js";
+import { FLOOD_ADDRESS, STORM_SERVER_ADDRESS, type StormNet } from "./storm-net.js";
 import type { RunningServer } from "./storm-servers.js";
 
 export interface MachineOutcome {
@@ -79,46 +80,33 @@ function runMachine(net: StormNet, index: number, opts: StormOptions) {
   });
 }
 
-/** perfdhcp sending DISCOVERs only (-i) from `clients` MACs at `rate` per second, until stopped. */
+/** bench/lib/dhcp-flood.ts in `floodNs`: relayed DISCOVERs from `clients` MACs at `rate` per second. */
 export function startFlood(net: StormNet, floodNs: string, rate: number, clients: number) {
+  const flooder = join(packageRoot(), "dist/bench/lib/dhcp-flood.js");
   const [cmd, args] = net.exec(
     floodNs,
-    "perfdhcp",
-    "-4",
-    "-l",
-    "eth0",
-    "-i",
-    "-r",
+    process.execPath,
+    flooder,
+    STORM_SERVER_ADDRESS,
+    FLOOD_ADDRESS,
     String(rate),
-    "-R",
     String(clients),
-    "-p",
-    "3600",
-    "-t",
-    "0",
-    "10.90.0.1",
   );
-  const child: ChildProcess = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child: ChildProcess = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   child.stdout?.on("data", (d: Buffer) => {
     out += d.toString();
   });
-  child.stderr?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  const started = Date.now();
+  const closed = new Promise<void>((resolve) => child.once("close", () => resolve()));
   return {
-    stop: () =>
-      new Promise<FloodResult>((resolve) => {
-        const seconds = (Date.now() - started) / 1000;
-        child.once("close", () => {
-          const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? Number.NaN);
-          const sent = num(/sent packets:\s*(\d+)/);
-          const answered = num(/received packets:\s*(\d+)/);
-          resolve({ sent, answered, sentPerS: sent / seconds, answeredPerS: answered / seconds });
-        });
-        child.kill("SIGINT");
-      }),
+    stop: async (): Promise<FloodResult> => {
+      child.kill("SIGTERM");
+      await closed;
+      const m = /sent (\d+) received (\d+) seconds ([\d.]+)/.exec(out);
+      if (!m) throw new Error(`the DHCP flood reported nothing: ${out}`);
+      const [sent, answered, seconds] = [Number(m[1]), Number(m[2]), Number(m[3])];
+      return { sent, answered, sentPerS: sent / seconds, answeredPerS: answered / seconds };
+    },
   };
 }
 

@@ -98,6 +98,13 @@ export const dhcpConfigSchema = z
       .array(z.strictObject({ mac: macAddress, address: ipv4, hostname: z.string().min(1).optional() }))
       .default([]),
     unknown_machines: z.enum(["ignore", "boot"]).default("boot"),
+    /** Per-MAC admission (src/dhcp/flood-guard.ts): a looping or hostile client keeps to its share. */
+    rate_limit: z
+      .strictObject({
+        per_mac_per_second: z.number().min(0).default(4),
+        burst: z.number().int().min(1).default(16),
+      })
+      .default({ per_mac_per_second: 4, burst: 16 }),
   })
   .superRefine((c, ctx) => {
     if (c.mode !== "off" && c.interfaces.length === 0)

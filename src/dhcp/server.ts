@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { BootPolicy } from "./boot-types.js";
 import type { DhcpConfig } from "./config.js";
 import { DhcpEngine, type ExchangeContext } from "./engine.js";
+import { FloodGuard } from "./flood-guard.js";
 import { type Lease, LeaseStore, type LeaseStoreOptions, readLeases } from "./leases.js";
 import { type BoundSocket, interfaceAddress, openInterfaceSocket } from "./transport.js";
 
@@ -30,10 +31,28 @@ export class DhcpServer {
   private sockets: BoundSocket[] = [];
   private sweeper: NodeJS.Timeout | undefined;
   private inFlight = new Set<Promise<void>>();
+  private guard: FloodGuard;
+  private guardReporter: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: DhcpServerOptions) {
     this.config = opts.config;
     this.logger = opts.logger;
+    this.guard = FloodGuard.fromConfig(this.config);
+  }
+
+  /** One line per interval for what the flood guard dropped, never one per datagram. */
+  private reportFlood(): void {
+    const s = this.guard.summary();
+    if (s)
+      this.logger.warn(
+        {
+          dropped: s.dropped,
+          macs: s.macs,
+          top: s.top,
+          perMacPerSecond: this.config.rate_limit.per_mac_per_second,
+        },
+        "dhcp requests over the per-MAC rate dropped",
+      );
   }
 
   async start(): Promise<void> {
@@ -65,6 +84,8 @@ export class DhcpServer {
     }
     this.sweeper = setInterval(() => this.engine?.sweepOffers(), 30_000);
     this.sweeper.unref();
+    this.guardReporter = setInterval(() => this.reportFlood(), 10_000);
+    this.guardReporter.unref();
     this.logger.info(
       { mode: this.config.mode, interfaces: this.config.interfaces, ports, leases: this.store.size },
       "dhcp listening",
@@ -73,7 +94,7 @@ export class DhcpServer {
 
   private receive(bound: BoundSocket, msg: Buffer, rinfo: { address: string; port: number }): void {
     const engine = this.engine;
-    if (!engine) return;
+    if (!engine || !this.guard.admit(msg)) return;
     const serverAddress = this.config.server_address ?? this.addressOf(bound.iface);
     if (serverAddress === undefined) {
       this.logger.warn({ iface: bound.iface }, "interface has no IPv4 address: datagram dropped");
@@ -113,6 +134,9 @@ export class DhcpServer {
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
+    if (this.guardReporter) clearInterval(this.guardReporter);
+    this.guardReporter = undefined;
+    this.reportFlood();
     const sockets = this.sockets;
     this.sockets = [];
     await Promise.all(sockets.map((s) => new Promise<void>((r) => s.socket.close(() => r()))));
@@ -139,6 +163,7 @@ export class DhcpServer {
       interfaces: this.config.interfaces,
     };
     this.engine?.setConfig(this.config);
+    this.guard = FloodGuard.fromConfig(this.config);
     if (bootPolicy) this.engine?.setBootPolicy(bootPolicy);
     this.logger.info("dhcp config reloaded");
   }
