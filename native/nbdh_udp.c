@@ -219,6 +219,22 @@ static void advanced(channel_t *ch) {
   napi_close_handle_scope(ch->env, scope);
 }
 
+/* Reads what the socket has (up to RECV_BURST datagrams) and answers each at once: the unbatched path. */
+static void read_now(channel_t *ch) {
+  for (int i = 0; i < RECV_BURST && !ch->closed; i++) {
+    ssize_t n = recv(ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      /* EAGAIN: drained. ECONNREFUSED (an ICMP error for an earlier send): the timeout deals with it. */
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      continue;
+    }
+    int took = pump(ch, ch->buf, n);
+    if (took == 2) advanced(ch);
+    else if (took == 0) deliver(ch, ch->buf, n);
+  }
+}
+
 static void note_received(uint64_t user_data, int32_t res, void *ctx) {
   (void)ctx;
   ((channel_t *)(uintptr_t)user_data)->received = res;
@@ -245,7 +261,16 @@ static void flush_some(batcher_t *b, channel_t **chs, size_t k) {
     reads++;
   }
   if (reads == 0) return;
-  if (nbdh_ring_submit(&b->ring, reads) < 0) return;
+  if (nbdh_ring_submit(&b->ring, reads) < 0) {
+    /*
+     * Not expected (the completion queue is twice the batch and always drained), but then the ring's state
+     * is unknown: never enter it again, and serve these channels, and all later ones, without batching.
+     */
+    b->enabled = 0;
+    for (size_t i = 0; i < k; i++)
+      if (!chs[i]->closed) read_now(chs[i]);
+    return;
+  }
   nbdh_ring_reap(&b->ring, note_received, NULL);
   for (size_t i = 0; i < k; i++) {
     channel_t *ch = chs[i];
@@ -278,7 +303,7 @@ static void flush_some(batcher_t *b, channel_t **chs, size_t k) {
 static void flush_ready(uv_check_t *handle) {
   batcher_t *b = (batcher_t *)handle->data;
   /* JS callbacks can note no new channel (that happens only in the poll phase), so count is stable. */
-  for (size_t start = 0; start < b->count; start += BATCH_MAX) {
+  for (size_t start = 0; start < b->count && b->enabled; start += BATCH_MAX) {
     size_t k = b->count - start < BATCH_MAX ? b->count - start : BATCH_MAX;
     flush_some(b, b->ready + start, k);
   }
@@ -344,7 +369,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     if (ch->closed || uv_poll_start(&ch->poll, UV_READABLE, on_readable) != 0) return;
   } else if (!(events & UV_READABLE))
     return;
-  if (ch->batch != NULL) {
+  if (ch->batch != NULL && ch->batch->enabled) {
     batcher_t *b = ch->batch;
     if (ch->queued) return;
     if (b->count == b->capacity) {
@@ -358,18 +383,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     b->ready[b->count++] = ch;
     return;
   }
-  for (int i = 0; i < RECV_BURST && !ch->closed; i++) {
-    ssize_t n = recv(ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      /* EAGAIN: drained. ECONNREFUSED (an ICMP error for an earlier send): the timeout deals with it. */
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      continue;
-    }
-    int took = pump(ch, ch->buf, n);
-    if (took == 2) advanced(ch);
-    else if (took == 0) deliver(ch, ch->buf, n);
-  }
+  read_now(ch);
 }
 
 static void on_closed(uv_handle_t *handle) {
