@@ -47,7 +47,7 @@ async function serveMode(configPath: string): Promise<void> {
     stateDir: spec.stateDir,
     logger,
     bootPolicy: makeBootPolicy({
-      loaders: { x64: "x64/shimx64.efi", aa64: "aa64/shimaa64.efi" },
+      loaders: { x64: { shim: "x64/shimx64.efi" }, aa64: { shim: "aa64/shimaa64.efi" } },
       nextServer: "10.90.0.1",
     }),
   });

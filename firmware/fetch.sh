@@ -3,12 +3,12 @@
 #   OUTDIR/x64/{shimx64.efi,mmx64.efi,grubx64.efi}   (amd64: shim-signed, shim-helpers-amd64-signed,
 #                                                    grub-efi-amd64-signed's grubnetx64.efi.signed)
 #   OUTDIR/aa64/{shimaa64.efi,mmaa64.efi,grubaa64.efi} (the same packages for arm64)
+#   OUTDIR/{x64,aa64}/ipxe.efi                       (trixie's ipxe: snponly.efi, ipxe-arm64.efi; unsigned)
 #   OUTDIR/manifest.json                             (packages, versions, sha256 of every file)
 # The signed netboot GRUB is stored as grubx64.efi / grubaa64.efi because shim loads that fixed name.
 # Usage: firmware/fetch.sh [OUTDIR] [--force]   (OUTDIR defaults to firmware/out)
-# amd64 packages come through the host's apt (apt-get download); arm64 packages through apt with a
-# private state directory and APT::Architecture=arm64, so the host's dpkg architectures stay as
-# they are. Both are unpacked with dpkg -x. Idempotent: returns at once when OUTDIR is complete
+# amd64 packages come through the host's apt (apt-get download); arm64 packages and trixie's iPXE through
+# apt with a private state directory, so the host's sources and dpkg architectures stay as they are. Both are unpacked with dpkg -x. Idempotent: returns at once when OUTDIR is complete
 # and this script has not changed.
 set -euo pipefail
 
@@ -27,6 +27,7 @@ for a in "$@"; do
 done
 OUT=${OUT:-$HERE/out}
 SUITE=bookworm
+IPXE_SUITE=trixie
 
 log() { printf '[firmware %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -94,32 +95,35 @@ download_amd64() {
     (cd "$dir" && apt-get download -q "$@" >/dev/null)
   }
 }
-download_arm64() {
-  local dir=$1
-  shift
-  local st="$work/apt-arm64"
+# Downloads .debs through apt with a private state directory: download_private <arch> <suite> <dir> <pkg>...
+# (arm64 loaders from bookworm; iPXE from trixie, whose build has an arm64 binary). The host's sources,
+# lists and dpkg architectures stay as they are.
+download_private() {
+  local arch=$1 suite=$2 dir=$3
+  shift 3
+  local st="$work/apt-$arch-$suite"
   mkdir -p "$st/lists/partial" "$st/cache/archives/partial" "$dir"
   chmod -R 777 "$st" "$dir"
   : >"$st/status"
   local key=/usr/share/keyrings/debian-archive-keyring.gpg
   {
-    echo "deb [arch=arm64 signed-by=$key] $MIRROR $SUITE main"
-    echo "deb [arch=arm64 signed-by=$key] $MIRROR $SUITE-updates main"
-    echo "deb [arch=arm64 signed-by=$key] $SECURITY $SUITE-security main"
+    echo "deb [arch=$arch signed-by=$key] $MIRROR $suite main"
+    echo "deb [arch=$arch signed-by=$key] $MIRROR $suite-updates main"
+    echo "deb [arch=$arch signed-by=$key] $SECURITY $suite-security main"
   } >"$st/sources.list"
-  local opts=(-o APT::Architecture=arm64 -o APT::Architectures=arm64
+  local opts=(-o APT::Architecture="$arch" -o APT::Architectures="$arch"
     -o Dir::State="$st" -o Dir::State::Lists="$st/lists" -o Dir::State::status="$st/status"
     -o Dir::Cache="$st/cache" -o Dir::Etc::SourceList="$st/sources.list"
     -o Dir::Etc::SourceParts=/dev/null -o Dir::Etc::Preferences=/dev/null
     -o Dir::Etc::PreferencesParts=/dev/null -o APT::Get::List-Cleanup=false)
-  log "apt-get update (private state, arm64)"
-  apt-get "${opts[@]}" update -q >"$work/apt-arm64.log" 2>&1 || {
-    cat "$work/apt-arm64.log" >&2
-    die "arm64 apt-get update failed"
+  log "apt-get update (private state, $arch, $suite)"
+  apt-get "${opts[@]}" update -q >"$st.log" 2>&1 || {
+    cat "$st.log" >&2
+    die "$arch $suite apt-get update failed"
   }
-  (cd "$dir" && apt-get "${opts[@]}" download -q "$@" >>"$work/apt-arm64.log" 2>&1) || {
-    cat "$work/apt-arm64.log" >&2
-    die "arm64 apt-get download failed"
+  (cd "$dir" && apt-get "${opts[@]}" download -q "$@" >>"$st.log" 2>&1) || {
+    cat "$st.log" >&2
+    die "$arch $suite apt-get download failed"
   }
 }
 
@@ -170,16 +174,26 @@ install_loader "$work/amd64/tree" usr/lib/shim/mmx64.efi.signed x64/mmx64.efi 86
 install_loader "$work/amd64/tree" usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed x64/grubx64.efi 8664 "$work/amd64/debs"
 
 log "arm64: shim-signed shim-helpers-arm64-signed grub-efi-arm64-signed"
-download_arm64 "$work/arm64/debs" shim-signed shim-helpers-arm64-signed grub-efi-arm64-signed
+download_private arm64 $SUITE "$work/arm64/debs" shim-signed shim-helpers-arm64-signed grub-efi-arm64-signed
 unpack_all "$work/arm64/debs" "$work/arm64/tree"
 install_loader "$work/arm64/tree" usr/lib/shim/shimaa64.efi.signed aa64/shimaa64.efi aa64 "$work/arm64/debs"
 install_loader "$work/arm64/tree" usr/lib/shim/mmaa64.efi.signed aa64/mmaa64.efi aa64 "$work/arm64/debs"
 install_loader "$work/arm64/tree" usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed aa64/grubaa64.efi aa64 "$work/arm64/debs"
 
-packages=$(cat "$work"/amd64/debs/*.deb.json "$work"/arm64/debs/*.deb.json | jq -s 'sort_by(.architecture, .package)')
+# iPXE for the fast loader path (machines without Secure Boot). Debian's source tarballs are not on this
+# mirror (pool/main/i/ipxe/*.orig.tar.xz answers 404 for bookworm and trixie), so the packaged build is
+# used: trixie's, which has arm64. Its missing embedded script is replaced by autoexec.ipxe, which iPXE
+# fetches from beside itself and runs before its banner and autoboot (the boot plan serves it).
+log "iPXE ($IPXE_SUITE, packaged build): ipxe"
+download_private amd64 $IPXE_SUITE "$work/ipxe/debs" ipxe
+unpack_all "$work/ipxe/debs" "$work/ipxe/tree"
+install_loader "$work/ipxe/tree" usr/lib/ipxe/snponly.efi x64/ipxe.efi 8664 "$work/ipxe/debs"
+install_loader "$work/ipxe/tree" usr/lib/ipxe/ipxe-arm64.efi aa64/ipxe.efi aa64 "$work/ipxe/debs"
+
+packages=$(cat "$work"/amd64/debs/*.deb.json "$work"/arm64/debs/*.deb.json "$work"/ipxe/debs/*.deb.json | jq -s 'sort_by(.architecture, .package)')
 jq -s --arg suite "$SUITE" --arg mirror "$MIRROR" --arg at "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson packages "$packages" \
   '{suite: $suite, mirror: $mirror, fetchedAt: $at,
-    note: "grubx64.efi / grubaa64.efi are the signed netboot GRUB (grubnet*.efi.signed), served under the name shim loads",
+    note: "grubx64.efi / grubaa64.efi are the signed netboot GRUB (grubnet*.efi.signed), served under the name shim loads; ipxe.efi is Debian trixie'"'"'s packaged iPXE (unsigned: machines without Secure Boot only)",
     packages: $packages, files: .}' "$FILES_JSON" >"$STAGE/manifest.json"
 echo "$recipe" >"$STAGE/.complete"
 

@@ -20,11 +20,15 @@ export interface ApplianceServerOptions {
    * the kernel and initrd come from Glance through the appliance's cache.
    */
   cinder?: boolean;
+  /** The machine's first-stage loader: `shim` (signed, TFTP) or `ipxe` (kernel and initrd over HTTP). */
+  loader?: "shim" | "ipxe";
   /** Told what the helpers saw when the server stops (e.g. the OpenStack calls made). */
   onStopped?: (report: { openstackCalls?: { method: string; path: string; status: number }[] }) => void;
 }
 
 const MACHINE = "nblab-vm";
+/** Not 80: firmware must take the port from the URL, as it would on a site with a proxy in front. */
+const LAB_HTTP_PORT = 8080;
 const VOLUME_ID = "5b7ae3a5-0c8f-4a57-9d0e-6f1e2d3c4b5a";
 
 function staticVolume(v: RootVolume): Record<string, unknown> {
@@ -85,7 +89,12 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
     const names = loaderNames(boot.arch);
     await mkdir(join(root, boot.arch), { recursive: true });
     // Copies, not links: the TFTP jail refuses a symlink that leads out of its root.
-    for (const file of [names.shim, names.grub, names.mok]) {
+    const loader = opts.loader ?? "shim";
+    const files =
+      loader === "ipxe"
+        ? [names.shim, names.grub, names.mok, names.ipxe]
+        : [names.shim, names.grub, names.mok];
+    for (const file of files) {
       await copyFile(join(boot.loaderDir, file), join(root, boot.arch, file));
     }
     const helpers: Daemon[] = [];
@@ -102,6 +111,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
         name: MACHINE,
         macs: [ctx.mac],
         arch: boot.arch,
+        loader,
         image: "lab",
         initiator_iqn: volume.initiatorIqn,
       };
@@ -167,9 +177,15 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
               }
             : { mode },
         tftp: { root },
+        // Always on: UEFI HTTP boot clients and iPXE need it, and it costs a PXE boot nothing.
+        http: { enable: true, port: LAB_HTTP_PORT },
         boot: {
           loaders: {
-            [boot.arch]: { shim: `${boot.arch}/${names.shim}`, grub: `${boot.arch}/${names.grub}` },
+            [boot.arch]: {
+              shim: `${boot.arch}/${names.shim}`,
+              grub: `${boot.arch}/${names.grub}`,
+              ...(loader === "ipxe" ? { ipxe: `${boot.arch}/${names.ipxe}` } : {}),
+            },
           },
           grub: { timeout: 0 },
         },
@@ -210,7 +226,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
         "appliance ready",
       );
       return {
-        name: `netboot-appliance (${mode}${opts.cinder ? ", cinder" : ""})`,
+        name: `netboot-appliance (${mode}${opts.cinder ? ", cinder" : ""}${loader === "ipxe" ? ", ipxe" : ""})`,
         pid: d.pid,
         items,
         stop: async () => {

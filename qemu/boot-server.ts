@@ -46,10 +46,10 @@ export interface RunningBootServer {
 export type BootServerFactory = (ctx: BootServerContext) => Promise<RunningBootServer>;
 
 /** Loader file names per architecture: shim loads GRUB by this fixed name, beside itself. */
-export function loaderNames(arch: VmArch): { shim: string; grub: string; mok: string } {
+export function loaderNames(arch: VmArch): { shim: string; grub: string; mok: string; ipxe: string } {
   return arch === "x64"
-    ? { shim: "shimx64.efi", grub: "grubx64.efi", mok: "mmx64.efi" }
-    : { shim: "shimaa64.efi", grub: "grubaa64.efi", mok: "mmaa64.efi" };
+    ? { shim: "shimx64.efi", grub: "grubx64.efi", mok: "mmx64.efi", ipxe: "ipxe.efi" }
+    : { shim: "shimaa64.efi", grub: "grubaa64.efi", mok: "mmaa64.efi", ipxe: "ipxe.efi" };
 }
 
 /** A minimal GRUB config whose default entry boots the kernel with the iSCSI root. */

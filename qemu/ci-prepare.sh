@@ -7,9 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CACHE=${NETBOOT_LAB_CACHE:-/var/cache/netboot-lab}
 t0=$(date +%s)
 
-if [ ! -f "$CACHE/loaders/x64/shimx64.efi" ] || [ ! -f "$CACHE/loaders/aa64/shimaa64.efi" ]; then
-  bash firmware/fetch.sh "$CACHE/loaders"
-fi
+# Returns at once while its recipe is unchanged.
+bash firmware/fetch.sh "$CACHE/loaders"
 for image in debian12-x64-initramfs debian12-x64-dracut debian12-aa64-initramfs; do
   bash qemu/images/build.sh "$image"
 done

@@ -33,6 +33,8 @@ export function imageAvailable(name: string, cache = labCacheDir()): boolean {
 export interface BootOptions {
   arch?: VmArch;
   secureBoot?: boolean;
+  /** UEFI HTTP boot instead of PXE (the firmware's PXE is turned off); needs a server with HTTP. */
+  httpBoot?: boolean;
   flavour?: InitramfsFlavour;
   /** Image name under $CACHE/images; default debian12-<arch>-<flavour>. */
   image?: string;
@@ -182,7 +184,15 @@ export async function runBoot(opts: BootOptions): Promise<BootResult> {
     const serialLog = join(workDir, "serial.log");
     vm = await launchVm({
       net,
-      spec: { arch, secureBoot: opts.secureBoot ?? false, accel, ...fw, tap, mac },
+      spec: {
+        arch,
+        secureBoot: opts.secureBoot ?? false,
+        httpBoot: opts.httpBoot ?? false,
+        accel,
+        ...fw,
+        tap,
+        mac,
+      },
       timeLimitMs: opts.timeLimitMs ?? 600_000,
       serialLog,
       logger,

@@ -21,9 +21,12 @@ export interface TimelineEvent {
   detail: string;
 }
 
+/** A file the server sent: over TFTP, or (the appliance's boot HTTP server) over HTTP. */
 export interface TftpFileRow {
   /** ms since QEMU start at which the transfer ended (as logged). */
   t: number;
+  /** Absent means TFTP (dnsmasq and the appliance's TFTP lines). */
+  protocol?: "tftp" | "http";
   client?: string;
   file: string;
   bytes?: number;
@@ -173,6 +176,23 @@ export function parseApplianceLine(line: string, at: number): ServerLogItem | un
       const v = num(k);
       if (v !== undefined) row[k] = v;
     }
+    return { kind: "tftp", at: when, row: { ...row, protocol: "tftp" } };
+  }
+  if (o.msg === "http request" && typeof o.path === "string") {
+    const status = num("status") ?? 0;
+    const complete = status >= 200 && status < 300 && o.aborted !== true;
+    const row: Omit<TftpFileRow, "t"> = {
+      file: o.path.replace(/^\/+/, ""),
+      protocol: "http",
+      outcome:
+        o.method === "HEAD" ? "head" : complete ? "ok" : `http ${status}${o.aborted ? " aborted" : ""}`,
+    };
+    const c = str("client");
+    if (c) row.client = c;
+    for (const k of ["bytes", "ms"] as const) {
+      const v = num(k);
+      if (v !== undefined) row[k] = v;
+    }
     return { kind: "tftp", at: when, row };
   }
   // Only the exchange lines: other lines name a MAC too (e.g. "machine config generated").
@@ -256,7 +276,7 @@ export function buildTimeline(input: TimelineInput): BootTimeline {
         t: row.t,
         kind: "tftp",
         source: "server",
-        detail: `${row.file} ${row.outcome}${row.bytes !== undefined ? ` ${row.bytes} B` : ""}`,
+        detail: `${row.protocol === "http" ? "http " : ""}${row.file} ${row.outcome}${row.bytes !== undefined ? ` ${row.bytes} B` : ""}`,
       });
     }
   }
@@ -323,9 +343,10 @@ export function formatTimeline(tl: BootTimeline): string {
   out.push("");
   out.push(
     table(
-      ["end (s)", "file", "bytes", "blksize", "windowsize", "ms", "outcome"],
+      ["end (s)", "via", "file", "bytes", "blksize", "windowsize", "ms", "outcome"],
       tl.tftp.map((r) => [
         sec(r.t),
+        r.protocol ?? "tftp",
         r.file,
         r.bytes?.toString() ?? "-",
         r.blksize?.toString() ?? "-",

@@ -41,6 +41,11 @@ export interface VmSpec {
   vars: string;
   tap: string;
   mac: string;
+  /**
+   * UEFI HTTP boot first: OVMF's PXE over IPv4 and IPv6 turned off with its fw_cfg knobs
+   * (OvmfPkg/RUNTIME_CONFIG.md), so the NIC's HTTP boot options are the first that can start.
+   */
+  httpBoot?: boolean;
   memoryMb?: number;
   cpus?: number;
 }
@@ -72,6 +77,14 @@ export function qemuCommand(spec: VmSpec): [string, string[]] {
     "-display",
     "none",
     "-no-reboot",
+    ...(spec.httpBoot
+      ? [
+          "-fw_cfg",
+          "name=opt/org.tianocore/IPv4PXESupport,string=no",
+          "-fw_cfg",
+          "name=opt/org.tianocore/IPv6PXESupport,string=no",
+        ]
+      : []),
   ];
   if (spec.arch === "x64") {
     const machine = spec.secureBoot

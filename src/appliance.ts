@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { BootPlan } from "./bootplan/plan.js";
+import { BootPlan, ipxeScriptPath } from "./bootplan/plan.js";
 import type { LoadedConfig } from "./config/load.js";
 import type { Config } from "./config/schema.js";
 import { makeBootPolicy } from "./dhcp/boot-policy.js";
@@ -99,8 +99,10 @@ export class Appliance {
     const boot = this.config.boot;
     const nextServer = this.config.dhcp.server_address ?? this.config.tftp.address;
     return makeBootPolicy({
-      loaders: { x64: boot.loaders.x64?.shim, aa64: boot.loaders.aa64?.shim },
+      loaders: boot.loaders,
+      loaderKind: (mac) => this.plan.loaderKindFor(mac),
       httpBaseUrl: boot.http_base_url ?? this.httpBaseUrl(nextServer),
+      ipxeScriptPath,
       nextServer,
       archOverride: (mac) => this.plan.archFor(mac),
       isKnown: (mac) => this.plan.isKnown(mac),
@@ -144,6 +146,7 @@ export function planSections(config: Config) {
     cinder: config.resolvers.cinder,
     cacheDir: config.cache_dir,
     tftpRoot: config.tftp.root,
+    httpServed: config.http.enable,
     templatesDir: templatesDir(),
   };
 }

@@ -199,6 +199,11 @@ export const machineSchema = z
      * must agree with the lease.
      */
     address: z.ipv4({ message: "is not an IPv4 address" }).optional(),
+    /**
+     * The first-stage loader: `shim` (signed shim, then signed GRUB over TFTP: Secure Boot works) or
+     * `ipxe` (unsigned iPXE, then kernel and initrd over HTTP: faster, no Secure Boot).
+     */
+    loader: z.enum(["shim", "ipxe"]).default("shim"),
     volume: volumeSchema,
   })
   .transform((m) => ({ ...m, initiator_iqn: m.initiator_iqn ?? deriveInitiatorIqn(m.name) }));
@@ -285,7 +290,12 @@ const tftpPathSchema = z
   .refine((p) => !p.split("/").includes(".."), "must stay inside the TFTP root")
   .refine((p) => /^[A-Za-z0-9._/-]+$/.test(p), "letters, digits, '.', '_', '-' and '/' only");
 
-export const loaderSchema = z.strictObject({ shim: tftpPathSchema, grub: tftpPathSchema });
+export const loaderSchema = z.strictObject({
+  shim: tftpPathSchema,
+  grub: tftpPathSchema,
+  /** iPXE for machines with `loader: ipxe`; its script comes over HTTP, so `http.enable` is needed. */
+  ipxe: tftpPathSchema.optional(),
+});
 
 const grubEntrySchema = z.strictObject({
   title: z

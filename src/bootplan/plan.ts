@@ -8,6 +8,7 @@ import type { TftpFileProvider, TftpSource } from "../tftp/provider.js";
 import { buildKernelArgs, type Flavour } from "./cmdline.js";
 import { type BootConfig, type CinderConfig, type Images, type Machine, normaliseMac } from "./config.js";
 import { grubQuote, grubQuoteWords } from "./grub-quote.js";
+import { ipxeWord, ipxeWords } from "./ipxe-word.js";
 import { DEFAULT_IMAGE_LIMITS, ImageCache } from "./image-cache.js";
 import { CinderClient } from "./openstack/cinder.js";
 import { GlanceClient } from "./openstack/glance.js";
@@ -31,6 +32,8 @@ export interface BootPlanOptions {
   templatesDir: string;
   /** Needed to serve the grubx64.efi/grubaa64.efi aliases (shim asks by that fixed name). */
   tftpRoot?: string | undefined;
+  /** The boot HTTP server runs: machines with `loader: ipxe` fetch their script and kernel from it. */
+  httpServed?: boolean | undefined;
   logger: Logger;
 }
 
@@ -43,6 +46,8 @@ export interface RenderResult {
   flavour: Flavour;
   /** The per-machine GRUB config text (contains CHAP secrets when the volume has CHAP). */
   grubConfig: string;
+  /** The per-machine iPXE script: the same kernel, initrd and command line (and so the same secrets). */
+  ipxeScript: string;
   /** TFTP paths (no leading slash) of the kernel and initrd, and the files behind them. */
   kernelPath: string;
   initrdPath: string;
@@ -58,6 +63,12 @@ export interface RenderResult {
 }
 
 const MACHINE_CONF_RE = /^grub\/([0-9a-f]{2}(?::[0-9a-f]{2}){5})\.conf$/i;
+const MACHINE_SCRIPT_RE = /^ipxe\/([0-9a-f]{2}(?::[0-9a-f]{2}){5})\.ipxe$/i;
+
+/** Where a machine's iPXE script is served (over HTTP; the DHCP answer to iPXE names it). */
+export function ipxeScriptPath(mac: string): string {
+  return `ipxe/${mac}.ipxe`;
+}
 const GRUB_ALIAS: Record<string, BootArch> = { "grubx64.efi": "x64", "grubaa64.efi": "aa64" };
 
 interface State {
@@ -133,6 +144,13 @@ export class BootPlan {
         );
       if (m.arch && !opts.boot.loaders[m.arch])
         problems.push(`machine ${m.name}: arch ${m.arch} has no loaders in boot.loaders`);
+      if (m.loader === "ipxe") {
+        const archs = m.arch ? [m.arch] : (["x64", "aa64"] as const);
+        if (!archs.some((a) => opts.boot.loaders[a]?.ipxe))
+          problems.push(`machine ${m.name}: loader ipxe needs boot.loaders.${m.arch ?? "<arch>"}.ipxe`);
+        if (opts.httpServed === false)
+          problems.push(`machine ${m.name}: loader ipxe needs the HTTP server (http.enable: true)`);
+      }
     }
     const usesGlance = Object.values(opts.images).some(
       (i) =>
@@ -180,6 +198,8 @@ export class BootPlan {
     });
     env.addFilter("grub_quote", grubQuote);
     env.addFilter("grub_quote_words", grubQuoteWords);
+    env.addFilter("ipxe_word", ipxeWord);
+    env.addFilter("ipxe_words", ipxeWords);
     return {
       opts,
       byMac,
@@ -281,6 +301,7 @@ export class BootPlan {
       if (!loader) continue;
       await checkLoader(join(tftpRoot, loader.shim), arch);
       await checkLoader(join(tftpRoot, loader.grub), arch);
+      if (loader.ipxe) await checkLoader(join(tftpRoot, loader.ipxe), arch);
     }
   }
 
@@ -352,7 +373,7 @@ export class BootPlan {
         "initramfs-tools logs in to one portal: using the first of several",
       );
 
-    const grubConfig = state.env.render("grub-machine.cfg.njk", {
+    const context = {
       machine: machine.name,
       mac: normal,
       flavour: image.config.flavour,
@@ -362,7 +383,9 @@ export class BootPlan {
       initrd: `/${resolved.initrd.tftpPath}`,
       args,
       extra_entries: state.opts.boot.grub.extra_entries,
-    });
+    };
+    const grubConfig = state.env.render("grub-machine.cfg.njk", context);
+    const ipxeScript = state.env.render("ipxe-machine.ipxe.njk", context);
     this.served.set(resolved.kernel.tftpPath, resolved.kernel.file);
     this.served.set(resolved.initrd.tftpPath, resolved.initrd.file);
     const secrets = [resolved.chap?.password, resolved.chap?.in_password].filter((s): s is string => !!s);
@@ -374,6 +397,7 @@ export class BootPlan {
       resolver: resolved.resolver,
       flavour: image.config.flavour,
       grubConfig,
+      ipxeScript,
       kernelPath: resolved.kernel.tftpPath,
       initrdPath: resolved.initrd.tftpPath,
       kernelFile: resolved.kernel.file,
@@ -400,28 +424,11 @@ export class BootPlan {
       if (path === "grub/grub.cfg") return { kind: "data", data: Buffer.from(this.masterConfig()) };
 
       const conf = MACHINE_CONF_RE.exec(path);
-      if (conf) {
-        const mac = (conf[1] ?? "").toLowerCase();
-        this.checkOwner(mac, client.address);
-        try {
-          const result = await this.render(mac);
-          this.log.info(
-            {
-              mac,
-              machine: result.machine,
-              resolver: result.resolver,
-              fallback: result.fallback,
-              client: client.address,
-            },
-            "machine config generated",
-          );
-          return { kind: "data", data: Buffer.from(result.grubConfig) };
-        } catch (err) {
-          if (!(err instanceof UnresolvableMachineError)) throw err;
-          this.log.warn({ mac, client: client.address, reason: err.message }, "no boot config for machine");
-          return undefined;
-        }
-      }
+      if (conf) return this.machineFile((conf[1] ?? "").toLowerCase(), client.address, "grub");
+      const script = MACHINE_SCRIPT_RE.exec(path);
+      if (script) return this.machineFile((script[1] ?? "").toLowerCase(), client.address, "ipxe");
+      if (this.isAutoexecPath(path))
+        return { kind: "data", data: Buffer.from(this.state.env.render("ipxe-autoexec.ipxe.njk", {})) };
 
       const glance = /^glance\/([0-9a-fA-F-]+)$/.exec(path);
       const file =
@@ -434,6 +441,46 @@ export class BootPlan {
       if (alias) return { kind: "file", path: alias };
       return undefined;
     };
+  }
+
+  /** A machine's GRUB config or iPXE script, only for its owner (both carry the same secrets). */
+  private async machineFile(
+    mac: string,
+    client: string,
+    kind: "grub" | "ipxe",
+  ): Promise<TftpSource | undefined> {
+    this.checkOwner(mac, client);
+    try {
+      const result = await this.render(mac);
+      this.log.info(
+        { mac, machine: result.machine, resolver: result.resolver, fallback: result.fallback, client, kind },
+        "machine config generated",
+      );
+      return { kind: "data", data: Buffer.from(kind === "grub" ? result.grubConfig : result.ipxeScript) };
+    } catch (err) {
+      if (!(err instanceof UnresolvableMachineError)) throw err;
+      this.log.warn({ mac, client, reason: err.message }, "no boot config for machine");
+      return undefined;
+    }
+  }
+
+  /**
+   * iPXE fetches autoexec.ipxe relative to its working URI (efi_autoexec.c): after PXE that is the TFTP
+   * server's root (seen with OVMF), after HTTP boot the loader's folder. Both are answered where an
+   * iPXE loader is configured.
+   */
+  private isAutoexecPath(path: string): boolean {
+    if (path !== "autoexec.ipxe" && !path.endsWith("/autoexec.ipxe")) return false;
+    return Object.values(this.state.opts.boot.loaders).some((l) => {
+      if (!l?.ipxe) return false;
+      const dir = l.ipxe.includes("/") ? l.ipxe.slice(0, l.ipxe.lastIndexOf("/") + 1) : "";
+      return path === "autoexec.ipxe" || path === `${dir}autoexec.ipxe`;
+    });
+  }
+
+  /** The loader kind DHCP starts this machine with (the default machine's for unknown MACs). */
+  loaderKindFor(mac: string): "shim" | "ipxe" {
+    return this.machineFor(mac)?.machine.loader ?? "shim";
   }
 
   /**

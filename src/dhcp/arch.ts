@@ -37,3 +37,13 @@ export function archCodeFromVendorClass(vendorClass: string | undefined): number
   const m = vendorClass?.match(/^(?:PXE|HTTP)Client:Arch:(\d{5})/);
   return m ? Number(m[1]) : undefined;
 }
+
+/**
+ * iPXE says who it is in option 77 as the bare bytes "iPXE" (not RFC 3004's length-prefixed list);
+ * a list whose one entry is "iPXE" is accepted too. Given the raw option bytes.
+ */
+export function isIpxeUserClass(userClass: Uint8Array | undefined): boolean {
+  if (!userClass) return false;
+  const text = Buffer.from(userClass).toString("latin1");
+  return text === "iPXE" || (userClass[0] === 4 && text.slice(1) === "iPXE");
+}

@@ -10,6 +10,8 @@ export interface BootRequest {
   archCode: number | undefined;
   /** Option 60 as sent (e.g. "PXEClient:Arch:00007:UNDI:003000"). */
   vendorClass: string | undefined;
+  /** True when option 77 says the client is iPXE (its own DHCP, after the firmware loaded it). */
+  ipxe?: boolean | undefined;
   /** Option 97 machine UUID as text, if sent. */
   uuid: string | undefined;
   /** Interface the request arrived on (or the relay's giaddr subnet). */
@@ -17,7 +19,7 @@ export interface BootRequest {
 }
 
 export interface BootAnswer {
-  /** Option 67 / `file`: a TFTP path, or a URL for HTTP boot. */
+  /** Option 67 / `file`: a TFTP path, or a URL (HTTP boot, or iPXE's script). */
   bootFile: string;
   /** siaddr / option 66. */
   nextServer: string;

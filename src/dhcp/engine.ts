@@ -3,7 +3,7 @@
  * a datagram and where it came from in, at most one datagram and where to send it out.
  */
 import type { Logger } from "pino";
-import { archCodeFromVendorClass, archFromCode, isHttpClient, isPxeClient } from "./arch.js";
+import { archCodeFromVendorClass, archFromCode, isHttpClient, isIpxeUserClass, isPxeClient } from "./arch.js";
 import type { BootAnswer, BootPolicy } from "./boot-types.js";
 import { type DhcpConfig, parseCidr, type SubnetConfig } from "./config.js";
 import type { Lease, LeaseStore } from "./leases.js";
@@ -383,7 +383,8 @@ export class DhcpEngine {
     if (uuid !== undefined) ex.uuid = uuid;
     const decision = archFromCode(archCode);
     if (decision.kind === "bios") ex.arch = "bios";
-    const answer = this.bootPolicy({ mac: ex.mac, archCode, vendorClass, uuid, interface: ctx.iface });
+    const ipxe = isIpxeUserClass(req.options.get(Opt.UserClass));
+    const answer = this.bootPolicy({ mac: ex.mac, archCode, vendorClass, ipxe, uuid, interface: ctx.iface });
     if (!answer) return undefined;
     ex.arch = answer.arch;
     ex.file = answer.bootFile;

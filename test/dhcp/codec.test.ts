@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { archCodeFromVendorClass, archFromCode } from "../../src/dhcp/arch.js";
+import { archCodeFromVendorClass, archFromCode, isIpxeUserClass } from "../../src/dhcp/arch.js";
 import { makeBootPolicy } from "../../src/dhcp/boot-policy.js";
 import { dhcpConfigSchema } from "../../src/dhcp/config.js";
 import {
@@ -220,7 +220,7 @@ describe("architecture (option 93)", () => {
 
 describe("boot policy", () => {
   const base = {
-    loaders: { x64: "x64/shimx64.efi", aa64: "aa64/shimaa64.efi" },
+    loaders: { x64: { shim: "x64/shimx64.efi" }, aa64: { shim: "aa64/shimaa64.efi" } },
     httpBaseUrl: "http://10.0.0.1:8080/boot/",
     nextServer: "10.0.0.1",
   };
@@ -262,6 +262,38 @@ describe("boot policy", () => {
     expect(policy(req(7, "PXEClient", "52:54:00:00:00:99"))).toBeUndefined();
     const boot = makeBootPolicy({ ...base, unknownMachines: "boot", isKnown: () => false });
     expect(boot(req(7))?.bootFile).toBe("x64/shimx64.efi");
+  });
+  it("starts `loader: ipxe` machines with iPXE, and gives iPXE itself its machine's script URL", () => {
+    const FAST = "52:54:00:00:00:0f";
+    const policy = makeBootPolicy({
+      ...base,
+      loaders: {
+        x64: { shim: "x64/shimx64.efi", ipxe: "x64/ipxe.efi" },
+        aa64: { shim: "aa64/shimaa64.efi" },
+      },
+      loaderKind: (mac) => (mac === FAST ? "ipxe" : "shim"),
+      ipxeScriptPath: (mac) => `ipxe/${mac}.ipxe`,
+    });
+    expect(policy(req(7, "PXEClient", FAST))?.bootFile).toBe("x64/ipxe.efi");
+    expect(policy(req(16, "HTTPClient", FAST))?.bootFile).toBe("http://10.0.0.1:8080/boot/x64/ipxe.efi");
+    expect(policy(req(7))?.bootFile).toBe("x64/shimx64.efi");
+    // No iPXE for aa64: the machine keeps the signed path rather than getting nothing.
+    expect(policy(req(11, "PXEClient", FAST))?.bootFile).toBe("aa64/shimaa64.efi");
+    expect(policy({ ...req(7, "PXEClient:Arch:00007:UNDI:003010", FAST), ipxe: true })).toEqual({
+      bootFile: `http://10.0.0.1:8080/boot/ipxe/${FAST}.ipxe`,
+      nextServer: "10.0.0.1",
+      vendorClass: "PXEClient",
+      arch: "x64",
+    });
+    const noHttp = makeBootPolicy({ ...base, httpBaseUrl: undefined, ipxeScriptPath: (m) => m });
+    expect(noHttp({ ...req(7), ipxe: true })).toBeUndefined();
+  });
+  it("knows iPXE by option 77, bare or as an RFC 3004 list", () => {
+    expect(isIpxeUserClass(Buffer.from("iPXE"))).toBe(true);
+    expect(isIpxeUserClass(Buffer.from("\x04iPXE", "latin1"))).toBe(true);
+    expect(isIpxeUserClass(Buffer.from("ipxe"))).toBe(false);
+    expect(isIpxeUserClass(Buffer.from("iPXE2"))).toBe(false);
+    expect(isIpxeUserClass(undefined)).toBe(false);
   });
 });
 

@@ -48,7 +48,7 @@ async function engine(dir = tempDir("nbdh-engine-"), config: DhcpConfigInput = i
   const e = new DhcpEngine({
     config: dhcpConfigSchema.parse(config),
     store,
-    bootPolicy: makeBootPolicy({ loaders: { x64: "x64/shimx64.efi" }, nextServer: "10.0.0.1" }),
+    bootPolicy: makeBootPolicy({ loaders: { x64: { shim: "x64/shimx64.efi" } }, nextServer: "10.0.0.1" }),
     logger: log,
   });
   return { e, store, dir };

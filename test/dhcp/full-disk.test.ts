@@ -91,7 +91,7 @@ describe.runIf(ready)("a full state directory", () => {
         ],
       }),
       store,
-      bootPolicy: makeBootPolicy({ loaders: { x64: "x64/shimx64.efi" }, nextServer: "10.9.0.1" }),
+      bootPolicy: makeBootPolicy({ loaders: { x64: { shim: "x64/shimx64.efi" } }, nextServer: "10.9.0.1" }),
       logger,
     });
     const mac = (n: number) =>

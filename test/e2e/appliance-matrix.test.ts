@@ -22,13 +22,42 @@ interface Row {
   image: string;
   boot: Partial<BootOptions>;
   server?: Parameters<typeof applianceServer>[0];
+  /** The chain the firmware starts: shim → GRUB (default) or iPXE. */
+  chain?: "grub" | "ipxe";
   check?: (r: BootResult, calls: Call[]) => void;
 }
+
+/** Which protocol carried each file the appliance sent (the appliance's own log lines). */
+function protocols(r: BootResult): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const f of r.timeline.tftp.filter((row) => row.outcome === "ok")) {
+    const seen = out.get(f.file) ?? new Set<string>();
+    seen.add(f.protocol ?? "tftp");
+    out.set(f.file, seen);
+  }
+  return out;
+}
+
+/** Every file that carried something came over exactly `want` (a file name or a pattern per protocol). */
+function expectCarriedBy(r: BootResult, want: Record<string, "tftp" | "http">): void {
+  const got = protocols(r);
+  for (const [file, protocol] of Object.entries(want)) {
+    const hit = [...got.entries()].find(([name]) =>
+      file.startsWith("^") ? new RegExp(file).test(name) : name === file,
+    );
+    expect(hit, `${file} was not served`).toBeDefined();
+    expect([...(hit?.[1] ?? [])], `${file} came over`).toEqual([protocol]);
+  }
+}
+
+const SCRIPT = "^ipxe/[0-9a-f:]{17}\\.ipxe$";
 
 const OTHER_ARCH = { x64: /(^|\/)(aa64\/|[a-z]+aa64\.efi)/, aa64: /(^|\/)(x64\/|[a-z]+x64\.efi)/ };
 const SHIM = { x64: "x64/shimx64.efi", aa64: "aa64/shimaa64.efi" };
 const GRUB = { x64: "x64/grubx64.efi", aa64: "aa64/grubaa64.efi" };
 const ARCH_CODE = { x64: 7, aa64: 11 };
+
+const IPXE = { x64: "x64/ipxe.efi", aa64: "aa64/ipxe.efi" };
 
 const rows: Row[] = [
   { name: "1. x64 UEFI, initramfs-tools, no CHAP", arch: "x64", image: "debian12-x64-initramfs", boot: {} },
@@ -80,6 +109,44 @@ const rows: Row[] = [
       ).toBe(2);
     },
   },
+  {
+    name: "7. x64 fast path: PXE loads iPXE over TFTP, iPXE loads kernel and initrd over HTTP",
+    arch: "x64",
+    image: "debian12-x64-initramfs",
+    boot: {},
+    server: { loader: "ipxe" },
+    chain: "ipxe",
+    check: (r) => {
+      expectCarriedBy(r, {
+        [IPXE.x64]: "tftp",
+        "autoexec.ipxe": "tftp",
+        [SCRIPT]: "http",
+        "images/lab/kernel": "http",
+        "images/lab/initrd": "http",
+      });
+      // iPXE asked again with user class iPXE and was given its script, not a loader.
+      expect(r.timeline.dhcp.some((d) => /\/ipxe\/[0-9a-f:]{17}\.ipxe$/.test(d.file ?? ""))).toBe(true);
+    },
+  },
+  {
+    name: "8. x64 UEFI HTTP boot (OVMF's PXE off): iPXE, script, kernel and initrd all over HTTP, no TFTP",
+    arch: "x64",
+    image: "debian12-x64-initramfs",
+    boot: { httpBoot: true },
+    server: { loader: "ipxe" },
+    chain: "ipxe",
+    check: (r) => {
+      expect(r.timeline.dhcp.some((d) => d.arch === 16 && d.file?.endsWith(`:8080/${IPXE.x64}`))).toBe(true);
+      expectCarriedBy(r, {
+        [IPXE.x64]: "http",
+        "x64/autoexec.ipxe": "http",
+        [SCRIPT]: "http",
+        "images/lab/kernel": "http",
+        "images/lab/initrd": "http",
+      });
+      expect(r.timeline.tftp.filter((f) => (f.protocol ?? "tftp") === "tftp")).toEqual([]);
+    },
+  },
 ];
 
 afterAll(() => {
@@ -128,8 +195,20 @@ for (const row of rows) {
 
       // The right architecture's chain, from the appliance, and nothing of the other architecture.
       expect(r.timeline.dhcp.some((d) => d.arch === ARCH_CODE[row.arch])).toBe(true);
-      for (const f of [SHIM[row.arch], GRUB[row.arch], "grub/grub.cfg"]) expect(r.servedFiles).toContain(f);
-      expect(r.servedFiles.some((f) => /^grub\/[0-9a-f:]{17}\.conf$/.test(f))).toBe(true);
+      if ((row.chain ?? "grub") === "grub") {
+        expectCarriedBy(r, {
+          [SHIM[row.arch]]: "tftp",
+          [GRUB[row.arch]]: "tftp",
+          "grub/grub.cfg": "tftp",
+          "^grub/[0-9a-f:]{17}\\.conf$": "tftp",
+        });
+        // GRUB fetches kernel and initrd over TFTP too: nothing of this chain went over HTTP.
+        expect(r.timeline.tftp.filter((f) => f.protocol === "http")).toEqual([]);
+      } else {
+        // The fast path never touches the signed chain.
+        expect(r.servedFiles.filter((f) => f === SHIM[row.arch] || f === GRUB[row.arch])).toEqual([]);
+        expect(r.servedFiles.filter((f) => f.startsWith("grub/"))).toEqual([]);
+      }
       expect(r.servedFiles.filter((f) => OTHER_ARCH[row.arch].test(f))).toEqual([]);
       row.check?.(r, calls);
       expect(await labLeftovers(r.resources)).toEqual([]);
