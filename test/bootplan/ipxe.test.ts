@@ -94,6 +94,7 @@ describe("iPXE scripts", () => {
       const text = got?.kind === "data" ? got.data.toString() : "";
       expect(text.startsWith("#!ipxe\n")).toBe(true);
       expect(text).toContain("ifconf --configurator dhcp");
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: iPXE's own setting syntax, not a JS template
       expect(text).toContain("chain ${filename}");
     }
     expect(await provide("aa64/autoexec.ipxe", client("10.0.0.99"))).toBeUndefined();
@@ -121,6 +122,7 @@ describe("iPXE scripts", () => {
     expect(ipxeWords(["kernel", "/images/a/kernel", "root=UUID=1"])).toBe(
       "kernel /images/a/kernel root=UUID=1",
     );
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: iPXE's own setting syntax, not a JS template
     for (const bad of ["a b", "x${net0/mac}", "tab\there", "||", "&&", "", "caf\u00e9"])
       expect(() => ipxeWord(bad)).toThrow(/iPXE/);
   });

@@ -147,6 +147,25 @@ const rows: Row[] = [
       expect(r.timeline.tftp.filter((f) => (f.protocol ?? "tftp") === "tftp")).toEqual([]);
     },
   },
+  {
+    name: "9. aarch64 UEFI HTTP boot (AAVMF's PXE off): Debian 13's arm64 iPXE, everything over HTTP",
+    arch: "aa64",
+    image: "debian12-aa64-initramfs",
+    boot: { httpBoot: true },
+    server: { loader: "ipxe" },
+    chain: "ipxe",
+    check: (r) => {
+      expect(r.timeline.dhcp.some((d) => d.arch === 19 && d.file?.endsWith(`:8080/${IPXE.aa64}`))).toBe(true);
+      expectCarriedBy(r, {
+        [IPXE.aa64]: "http",
+        "aa64/autoexec.ipxe": "http",
+        [SCRIPT]: "http",
+        "images/lab/kernel": "http",
+        "images/lab/initrd": "http",
+      });
+      expect(r.timeline.tftp.filter((f) => (f.protocol ?? "tftp") === "tftp")).toEqual([]);
+    },
+  },
 ];
 
 afterAll(() => {

@@ -208,7 +208,10 @@ describe("fuzz: DHCP engine", () => {
                 reservations: [{ mac: MACS[3], address: "10.0.0.50" }],
               }),
               store,
-              bootPolicy: makeBootPolicy({ loaders: { x64: { shim: "x64/shimx64.efi" } }, nextServer: SERVER }),
+              bootPolicy: makeBootPolicy({
+                loaders: { x64: { shim: "x64/shimx64.efi" } },
+                nextServer: SERVER,
+              }),
               logger,
             });
             const offered = new Map<string, string>();
