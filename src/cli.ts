@@ -18,13 +18,14 @@ const CONFIG_OPTION = { config: { type: "string", short: "c" } } as const;
 export const commands: Record<string, Command> = {
   serve: {
     summary: "run the appliance: DHCP, TFTP and the boot plan in one process",
-    usage: `netboot serve [--config FILE] [--listen ADDR] [--tftp-root DIR] [--tftp-port N] [--http-port N] [--dhcp-port N] [--no-dhcp] [--log-level LEVEL]
+    usage: `netboot serve [--config FILE] [--listen ADDR] [--tftp-root DIR] [--tftp-port N] [--http-port N] [--admin-listen ADDR:PORT] [--dhcp-port N] [--no-dhcp] [--log-level LEVEL]
 
   --config FILE     config file (default /etc/netboot-appliance/config.yaml; optional when flags say enough)
   --listen ADDR     IPv4 address TFTP binds and DHCP names as next-server
   --tftp-root DIR   folder served over TFTP (read-only, jailed)
   --tftp-port N     TFTP port (default 69)
   --http-port N     serve the same files over HTTP on this port (UEFI HTTP boot)
+  --admin-listen A:P management listener: /metrics, and the API and web page once admin.token is set
   --dhcp-port N     DHCP server port (default 67)
   --no-dhcp         no DHCP at all: TFTP (and the boot plan) only
   --log-level L     fatal|error|warn|info|debug|trace
@@ -37,6 +38,7 @@ Signals: SIGTERM/SIGINT stop within 5 s; SIGHUP reloads config and inventory (an
       "tftp-port": { type: "string" },
       "dhcp-port": { type: "string" },
       "http-port": { type: "string" },
+      "admin-listen": { type: "string" },
       "no-dhcp": { type: "boolean" },
       "log-level": { type: "string" },
     },

@@ -3,6 +3,7 @@ import nunjucks from "nunjucks";
 import type { Logger } from "pino";
 import type { BootArch } from "../dhcp/boot-types.js";
 import { registerSecret } from "../log.js";
+import type { FileRole } from "../machines/events.js";
 import { MachineRegistry, type OwnedIdentity } from "../machines/registry.js";
 import type { TftpFileProvider, TftpSource } from "../tftp/provider.js";
 import { buildKernelArgs, type Flavour } from "./cmdline.js";
@@ -91,6 +92,8 @@ export class BootPlan {
   private state: State;
   /** TFTP path → file for kernels and initrds handed out by renders (Glance files live in the cache). */
   private readonly served = new Map<string, string>();
+  /** Paths handed out by renders → kernel or initrd (Glance paths do not say which). */
+  private readonly roles = new Map<string, FileRole>();
 
   /** Cinder attachments and last good answers survive reloads (a SIGHUP during an outage keeps them). */
   private readonly cinderMemory = newCinderMemory();
@@ -388,6 +391,8 @@ export class BootPlan {
     const ipxeScript = state.env.render("ipxe-machine.ipxe.njk", context);
     this.served.set(resolved.kernel.tftpPath, resolved.kernel.file);
     this.served.set(resolved.initrd.tftpPath, resolved.initrd.file);
+    this.roles.set(resolved.kernel.tftpPath, "kernel");
+    this.roles.set(resolved.initrd.tftpPath, "initrd");
     const secrets = [resolved.chap?.password, resolved.chap?.in_password].filter((s): s is string => !!s);
     for (const secret of secrets) registerSecret(secret);
     return {
@@ -476,6 +481,25 @@ export class BootPlan {
       const dir = l.ipxe.includes("/") ? l.ipxe.slice(0, l.ipxe.lastIndexOf("/") + 1) : "";
       return path === "autoexec.ipxe" || path === `${dir}autoexec.ipxe`;
     });
+  }
+
+  /** What a served path is in the boot chain, for boot sessions and their diagnosis. */
+  roleOf(path: string): FileRole {
+    const p = path.replace(/^\/+/, "");
+    for (const l of Object.values(this.state.opts.boot.loaders)) {
+      if (!l) continue;
+      if (p === l.shim) return "shim";
+      if (p === l.grub || this.grubAlias(p) !== undefined) return "grub";
+      if (p === l.ipxe) return "ipxe";
+    }
+    if (p === "grub/grub.cfg") return "grub-master";
+    if (MACHINE_CONF_RE.test(p)) return "grub-config";
+    if (MACHINE_SCRIPT_RE.test(p)) return "ipxe-script";
+    if (this.isAutoexecPath(p)) return "ipxe-autoexec";
+    const role = this.roles.get(p);
+    if (role) return role;
+    const configured = /^images\/[^/]+\/(kernel|initrd)$/.exec(p);
+    return configured ? (configured[1] as "kernel" | "initrd") : "other";
   }
 
   /** The loader kind DHCP starts this machine with (the default machine's for unknown MACs). */

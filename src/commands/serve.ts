@@ -23,6 +23,7 @@ export function overridesFrom(values: Record<string, string | boolean | undefine
     tftpPort: port(values["tftp-port"], "--tftp-port"),
     dhcpPort: port(values["dhcp-port"], "--dhcp-port"),
     httpPort: port(values["http-port"], "--http-port"),
+    adminListen: str("admin-listen"),
     noDhcp: values["no-dhcp"] === true,
     logLevel: str("log-level"),
   };

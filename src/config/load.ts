@@ -18,6 +18,8 @@ export interface ConfigOverrides {
   dhcpPort?: number;
   /** Enables the HTTP server on this port. */
   httpPort?: number;
+  /** Starts the management listener at ADDR:PORT. */
+  adminListen?: string;
   noDhcp?: boolean;
   logLevel?: string;
 }
@@ -44,6 +46,7 @@ function applyOverrides(data: Json, o: ConfigOverrides): void {
   if (o.tftpPort !== undefined) section(data, "tftp").port = o.tftpPort;
   if (o.dhcpPort !== undefined) section(data, "dhcp").port = o.dhcpPort;
   if (o.httpPort !== undefined) Object.assign(section(data, "http"), { enable: true, port: o.httpPort });
+  if (o.adminListen !== undefined) section(data, "admin").listen = o.adminListen;
   if (o.noDhcp) section(data, "dhcp").mode = "off";
   if (o.logLevel !== undefined) section(data, "log").level = o.logLevel;
 }

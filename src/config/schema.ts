@@ -1,7 +1,9 @@
 import { z } from "zod";
+import { adminConfigSchema } from "../admin/config.js";
 import { bootConfigSchema, cinderSchema, imagesSchema, machinesSchema } from "../bootplan/config.js";
 import { dhcpConfigSchema } from "../dhcp/config.js";
 import { httpConfigSchema } from "../http/config.js";
+import { sessionsConfigSchema } from "../machines/config.js";
 import { tftpConfigSchema } from "../tftp/config.js";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -24,6 +26,8 @@ export const configSchema = z.strictObject({
   dhcp: dhcpConfigSchema.prefault({}),
   tftp: tftpConfigSchema,
   http: httpConfigSchema,
+  admin: adminConfigSchema,
+  sessions: sessionsConfigSchema,
   boot: bootConfigSchema.prefault({ loaders: {} }),
   images: imagesSchema.default({}),
   machines: machinesSchema.optional(),

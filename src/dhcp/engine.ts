@@ -3,6 +3,7 @@
  * a datagram and where it came from in, at most one datagram and where to send it out.
  */
 import type { Logger } from "pino";
+import type { DhcpClientKind, DhcpEvent } from "../machines/events.js";
 import { archCodeFromVendorClass, archFromCode, isHttpClient, isIpxeUserClass, isPxeClient } from "./arch.js";
 import type { BootAnswer, BootPolicy } from "./boot-types.js";
 import { type DhcpConfig, parseCidr, type SubnetConfig } from "./config.js";
@@ -55,6 +56,8 @@ export interface EngineOptions {
   store: LeaseStore;
   bootPolicy: BootPolicy;
   logger: Logger;
+  /** Told of every exchange once it is decided (the machine state's boot sessions listen). */
+  onExchange?: ((e: DhcpEvent) => void) | undefined;
 }
 
 const ZERO = "0.0.0.0";
@@ -96,6 +99,7 @@ interface Offer {
 interface Exchange {
   mac: string;
   type: string;
+  client: DhcpClientKind;
   xid: string;
   iface: string;
   ip?: string;
@@ -122,7 +126,19 @@ export class DhcpEngine {
   /** Counters since start: datagrams handled, malformed ones dropped, replies produced. */
   readonly counters = { received: 0, malformed: 0, replies: 0 };
 
-  constructor(opts: EngineOptions) {
+  /** Each subnet's pool: its size and how many of its addresses are bound now (API, metrics). */
+  poolUse(
+    now = Date.now(),
+  ): { subnet: string; interface?: string | undefined; size: number; bound: number }[] {
+    return this.pools.map((p) => {
+      let bound = 0;
+      for (const l of this.store.all())
+        if (l.state === "bound" && l.expires > now && contains(p, l.address)) bound++;
+      return { subnet: p.cfg.subnet, interface: p.cfg.interface, size: p.end - p.start + 1, bound };
+    });
+  }
+
+  constructor(private readonly opts: EngineOptions) {
     this.config = opts.config;
     this.bootPolicy = opts.bootPolicy;
     this.store = opts.store;
@@ -173,9 +189,15 @@ export class DhcpEngine {
       this.logBadPacket(ctx, `missing or bad message type ${type}`, datagram.length);
       return undefined;
     }
+    const vendorClass = getString(req.options, Opt.VendorClass);
     const ex: Exchange = {
       mac: macOf(req),
       type: messageTypeName[type] ?? String(type),
+      client: isIpxeUserClass(req.options.get(Opt.UserClass))
+        ? "ipxe"
+        : isPxeClient(vendorClass) || isHttpClient(vendorClass)
+          ? "firmware"
+          : "os",
       xid: req.xid.toString(16).padStart(8, "0"),
       iface: ctx.iface,
       outcome: "ignored",
@@ -193,6 +215,17 @@ export class DhcpEngine {
       return undefined;
     }
     this.logger.info(ex, "dhcp exchange");
+    this.opts.onExchange?.({
+      kind: "dhcp",
+      at: Date.now(),
+      mac: ex.mac,
+      message: ex.type.toLowerCase(),
+      outcome: ex.outcome,
+      client: ex.client,
+      ip: ex.ip,
+      archCode: ex.archCode,
+      file: ex.file,
+    });
     if (out) this.counters.replies++;
     return out;
   }

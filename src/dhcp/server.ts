@@ -1,5 +1,6 @@
 /** The DHCP server: sockets per interface (transport.ts) around the protocol engine (engine.ts). */
 import type { Logger } from "pino";
+import type { DhcpEvent } from "../machines/events.js";
 import type { BootPolicy } from "./boot-types.js";
 import type { DhcpConfig } from "./config.js";
 import { DhcpEngine, type ExchangeContext } from "./engine.js";
@@ -15,6 +16,8 @@ export interface DhcpServerOptions {
   logger: Logger;
   bootPolicy: BootPolicy;
   leaseStore?: LeaseStoreOptions;
+  /** Told of every exchange (the appliance passes them to the machine state). */
+  onExchange?: ((e: DhcpEvent) => void) | undefined;
 }
 
 /** Current leases of a state directory, read without a running server (`netboot leases`). */
@@ -66,6 +69,7 @@ export class DhcpServer {
       store: this.store,
       bootPolicy: this.opts.bootPolicy,
       logger: this.logger,
+      onExchange: this.opts.onExchange,
     });
     const ports =
       this.config.mode === "proxy" ? [this.config.port, this.config.proxy_port] : [this.config.port];
@@ -175,6 +179,16 @@ export class DhcpServer {
   /** The lease record naming this MAC (undefined before start and after stop: nothing is owned then). */
   byMac(mac: string): Lease | undefined {
     return this.store?.byMac(mac);
+  }
+
+  /** The MAC holding this address now (a bound, unexpired lease), if any. */
+  macAt(address: string, now = Date.now()): string | undefined {
+    const l = this.store?.get(address);
+    return l && l.state === "bound" && l.expires > now ? l.mac : undefined;
+  }
+
+  poolUse(): ReturnType<DhcpEngine["poolUse"]> {
+    return this.engine?.poolUse() ?? [];
   }
 
   /** Datagrams received, malformed ones dropped, replies sent since start. */

@@ -8,6 +8,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Logger } from "pino";
 import type { FileLookup } from "../files/lookup.js";
 import type { BlockSource } from "../files/sources.js";
+import type { FileEvent, FileOutcome } from "../machines/events.js";
 import { RateLimiter } from "../tftp/ratelimit.js";
 import { decideRange } from "./range.js";
 
@@ -19,6 +20,8 @@ export interface HttpFileServerOptions {
   idleTimeoutMs?: number;
   headerTimeoutMs?: number;
   logger: Logger;
+  /** Told of every answered request, as a file event (the machine state's boot sessions listen). */
+  onRequest?: ((e: FileEvent) => void) | undefined;
 }
 
 /** Largest request head accepted (request line and headers); firmware sends a few hundred bytes. */
@@ -35,6 +38,14 @@ function etagOf(source: BlockSource): string | undefined {
   return source.modifiedMs === undefined
     ? undefined
     : `"${source.size.toString(16)}-${Math.floor(source.modifiedMs * 1000).toString(16)}"`;
+}
+
+function outcomeOf(method: string | undefined, status: number, finished: boolean): FileOutcome {
+  if (!finished) return "aborted-by-client";
+  if (status === 404) return "not-found";
+  if (status === 403) return "denied";
+  if (status >= 400) return "error";
+  return method === "HEAD" || status === 304 ? "head" : "ok";
 }
 
 export class HttpFileServer {
@@ -126,6 +137,17 @@ export class HttpFileServer {
       };
       if (res.statusCode < 400 && res.writableFinished) this.log.info(line, "http request");
       else this.log.warn(line, "http request");
+      this.opts.onRequest?.({
+        kind: "file",
+        at: Date.now(),
+        protocol: "http",
+        client,
+        file: path.replace(/^\/+/, ""),
+        bytes,
+        ms: line.ms,
+        status: res.statusCode,
+        outcome: outcomeOf(req.method, res.statusCode, res.writableFinished),
+      });
     });
     const fail = (status: number, why: string) => {
       reason = why;
