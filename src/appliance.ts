@@ -1,4 +1,7 @@
 import type { Logger } from "pino";
+import { AdminServer } from "./admin/server.js";
+import type { AdminSource, MachineView } from "./admin/views.js";
+import { summarise } from "./admin/views.js";
 import { BootPlan, ipxeScriptPath } from "./bootplan/plan.js";
 import type { LoadedConfig } from "./config/load.js";
 import type { Config } from "./config/schema.js";
@@ -7,7 +10,10 @@ import { DhcpServer } from "./dhcp/server.js";
 import { FileLookup } from "./files/lookup.js";
 import { HttpFileServer } from "./http/server.js";
 import { registerSecret } from "./log.js";
+import { sessionLimits } from "./machines/config.js";
 import { MachineRegistry } from "./machines/registry.js";
+import { MachineState } from "./machines/state.js";
+import { Metrics } from "./metrics/metrics.js";
 import { templatesDir } from "./package-root.js";
 import { TftpServer } from "./tftp/server.js";
 
@@ -23,6 +29,10 @@ export class Appliance {
   private readonly dhcp: DhcpServer | undefined;
   /** Who holds which address: read from the lease store, consulted before any per-machine data goes out. */
   private readonly machines: MachineRegistry;
+  /** The one owner of machine state: ownership (above) and boot sessions, fed by every server's events. */
+  private readonly state: MachineState;
+  readonly metrics: Metrics;
+  private readonly admin: AdminServer | undefined;
 
   constructor(
     loaded: LoadedConfig,
@@ -30,6 +40,8 @@ export class Appliance {
   ) {
     this.config = loaded.config;
     registerConfigSecrets(this.config);
+    this.metrics = new Metrics();
+    this.metrics.poolSource = () => this.dhcp?.poolUse() ?? [];
     this.dhcp =
       this.config.dhcp.mode === "off"
         ? undefined
@@ -38,9 +50,21 @@ export class Appliance {
             stateDir: this.config.state_dir,
             logger: this.logger.child({ svc: "dhcp" }),
             bootPolicy: this.bootPolicy(),
+            onExchange: (e) => this.state.record(e),
+            leaseStore: { onSync: (seconds) => this.metrics.leaseCommitSeconds.observe(seconds) },
           });
     this.machines = new MachineRegistry({ role: this.config.dhcp.mode, leases: this.dhcp });
-    this.plan = new BootPlan({ ...planSections(this.config), logger }, this.machines);
+    this.plan = new BootPlan({ ...planSections(this.config), logger, metrics: this.metrics }, this.machines);
+    this.state = new MachineState({
+      registry: this.machines,
+      nameOf: (mac) => this.plan.findMachine(mac)?.name,
+      roleOf: (path) => this.plan.roleOf(path),
+      macOfLease: this.dhcp ? (address) => this.dhcp?.macAt(address) : undefined,
+      stateDir: this.config.state_dir,
+      limits: sessionLimits(this.config.sessions),
+      metrics: this.metrics,
+      logger: logger.child({ svc: "machines" }),
+    });
     // One lookup for TFTP and HTTP: the same names, the same provider, the same ownership checks.
     const lookup = new FileLookup(this.config.tftp.root, this.plan.tftpProvider());
     this.tftp = new TftpServer({
@@ -55,6 +79,25 @@ export class Appliance {
       maxTransfers: this.config.tftp.max_transfers,
       logger: logger.child({ svc: "tftp" }),
     });
+    this.tftp.on("start", (t) =>
+      this.state.transferStarted(`${t.client} ${t.file}`, t.client.replace(/:\d+$/, "")),
+    );
+    this.tftp.on("transfer", (r) =>
+      this.state.record({
+        kind: "file",
+        at: r.startedAt + r.ms,
+        protocol: "tftp",
+        client: r.client.replace(/:\d+$/, ""),
+        file: r.file,
+        bytes: r.bytes,
+        ms: r.ms,
+        outcome: r.outcome,
+        blksize: r.blksize,
+        windowsize: r.windowsize,
+        retransmits: r.retransmits,
+        transferKey: `${r.client} ${r.file}`,
+      }),
+    );
     const http = this.config.http;
     this.http = http.enable
       ? new HttpFileServer({
@@ -65,6 +108,18 @@ export class Appliance {
           idleTimeoutMs: http.idle_timeout_ms,
           headerTimeoutMs: http.header_timeout_ms,
           logger: logger.child({ svc: "http" }),
+          onRequest: (e) => this.state.record(e),
+        })
+      : undefined;
+    const admin = this.config.admin;
+    this.admin = admin.listen
+      ? new AdminServer({
+          address: admin.listen.address,
+          port: admin.listen.port,
+          token: admin.token,
+          source: this.adminSource(),
+          metrics: this.metrics,
+          logger: logger.child({ svc: "admin" }),
         })
       : undefined;
   }
@@ -75,6 +130,8 @@ export class Appliance {
     await this.dhcp?.start();
     await this.tftp.listen();
     await this.http?.listen();
+    await this.state.start();
+    await this.admin?.listen();
     this.logger.info(
       { dhcp: this.config.dhcp.mode, machines: this.config.machines?.length ?? 0 },
       "netboot-appliance started",
@@ -119,21 +176,58 @@ export class Appliance {
     return `http://${shown}${http.port === 80 ? "" : `:${http.port}`}/`;
   }
 
+  /** The read-only view the management API serves. */
+  private adminSource(): AdminSource {
+    return {
+      machines: () => {
+        const seen = new Set<string>();
+        const out: MachineView[] = [];
+        const view = (mac: string): MachineView => {
+          seen.add(mac);
+          const m = this.plan.findMachine(mac);
+          const lease = this.dhcp?.byMac(mac);
+          const last = this.state.sessions.current(mac);
+          return {
+            mac,
+            name: m?.name ?? last?.machine,
+            arch: m?.arch,
+            loader: m?.loader,
+            inInventory: m !== undefined,
+            lease:
+              lease && lease.mac === mac
+                ? { address: lease.address, expires: lease.expires, state: lease.state }
+                : undefined,
+            lastBoot: last ? summarise(last) : undefined,
+          };
+        };
+        for (const m of this.config.machines ?? []) for (const mac of m.macs) out.push(view(mac));
+        for (const mac of this.state.sessions.macs()) if (!seen.has(mac)) out.push(view(mac));
+        return out;
+      },
+      boots: (mac) => [...this.state.sessions.sessionsOf(mac)],
+      leases: () => this.dhcp?.leases() ?? [],
+      subnets: () => this.dhcp?.poolUse() ?? [],
+      subscribe: (listener) => this.state.subscribe(listener),
+    };
+  }
+
   /** SIGHUP: new config and inventory; leases and running transfers are kept. */
   async reload(loaded: LoadedConfig): Promise<void> {
     const next = loaded.config;
     registerConfigSecrets(next);
-    this.plan.reload({ ...planSections(next), logger: this.logger });
+    this.plan.reload({ ...planSections(next), logger: this.logger, metrics: this.metrics });
     if (next.dhcp.mode !== this.config.dhcp.mode || next.tftp.port !== this.config.tftp.port) {
       this.logger.warn("dhcp mode and tftp port changes need a restart; other changes are applied");
     }
     this.config = next;
+    this.state.setLimits(sessionLimits(next.sessions));
     this.dhcp?.reload(next.dhcp, this.bootPolicy());
     this.prefetch();
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.tftp.close(), this.http?.close(), this.dhcp?.stop()]);
+    await Promise.all([this.tftp.close(), this.http?.close(), this.admin?.close(), this.dhcp?.stop()]);
+    await this.state.stop();
   }
 }
 
@@ -159,6 +253,7 @@ function registerConfigSecrets(config: Config): void {
       registerSecret(machine.volume.chap.in_password);
     }
   }
+  if (config.admin.token) registerSecret(config.admin.token);
   const auth = config.resolvers.cinder?.auth;
   if (auth?.type === "password") registerSecret(auth.password);
   if (auth?.type === "application_credential") registerSecret(auth.secret);

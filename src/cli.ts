@@ -3,6 +3,7 @@ import { commandCheckConfig } from "./commands/check-config.js";
 import { commandLeases } from "./commands/leases.js";
 import { commandRender } from "./commands/render.js";
 import { commandServe } from "./commands/serve.js";
+import { commandStatus } from "./commands/status.js";
 import { ConfigError } from "./config/errors.js";
 
 /** A subcommand: its flags, its help text and what it does. Exit codes: 0 ok, 1 failure, 2 usage or config error. */
@@ -63,6 +64,14 @@ Prints the per-machine GRUB config exactly as the TFTP server serves it; CHAP se
       "show-secrets": { type: "boolean" },
     },
     run: commandRender,
+  },
+  status: {
+    summary: "machines and their last boot (or one machine's boot timeline), from the running appliance",
+    usage: `netboot status [--mac MAC] [--url http://ADDR:PORT] [--config FILE]
+
+Reads the management API (admin.listen). The token comes from NETBOOT_ADMIN_TOKEN or the config's admin.token.`,
+    options: { ...CONFIG_OPTION, mac: { type: "string" }, url: { type: "string" } },
+    run: commandStatus,
   },
   leases: {
     summary: "list the current DHCP leases from the state directory",

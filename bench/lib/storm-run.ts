@@ -53,7 +53,12 @@ export function parseMachineLine(line: string): MachineOutcome {
   return { ok: true, totalMs: Number(second), steps };
 }
 
-function runMachine(net: StormNet, index: number, opts: StormOptions) {
+/** Runs one machine's script in its namespace; resolves with what it reported. */
+export function runMachine(
+  net: StormNet,
+  index: number,
+  opts: Pick<StormOptions, "script" | "sequence" | "outDir" | "machineTimeoutMs">,
+) {
   const m = net.machines[index] as { ns: string; mac: string };
   const own = opts.sequence(m.mac).find((f) => f.path.includes("<MAC>"))?.size ?? 0;
   const { script, outDir, machineTimeoutMs: timeoutMs } = opts;
@@ -119,6 +124,8 @@ export interface StormOptions {
   outDir: string;
   machineTimeoutMs: number;
   flood?: { ns: string; rate: number; clients: number };
+  /** Runs after the storm, while the server still runs (a test reading the server's API). */
+  beforeStop?: (() => Promise<void>) | undefined;
 }
 
 export async function runStorm(opts: StormOptions): Promise<StormResult> {
@@ -139,6 +146,7 @@ export async function runStorm(opts: StormOptions): Promise<StormResult> {
     const serverCpuS = cpuSeconds(server.pid) - cpu0;
     const sent = net.serverSent();
     const floodResult = await flood?.stop();
+    await opts.beforeStop?.();
     const expected = net.machines.reduce((n, m) => n + minimumPackets(opts.sequence(m.mac)), 0);
     const failures = machines.flatMap((m, i) => (m.ok ? [] : [`${net.machines[i]?.mac}: ${m.failedStep}`]));
     return {

@@ -44,7 +44,13 @@ export interface RunningServer {
 const CLI = join(packageRoot(), "dist/src/bin.js");
 
 /** The appliance's config for the storm's machines; also the source of the configs dnsmasq serves. */
-export function applianceConfig(dir: string, inputs: StormInputs, net: StormNet): string {
+export function applianceConfig(
+  dir: string,
+  inputs: StormInputs,
+  net: StormNet,
+  /** More top-level sections (a test's admin listener, its session limits). */
+  extra: Record<string, unknown> = {},
+): string {
   const root = join(dir, "appliance-tftp");
   mkdirSync(join(root, "x64"), { recursive: true });
   copyFileSync(inputs.shim, join(root, "x64/shimx64.efi"));
@@ -87,6 +93,7 @@ export function applianceConfig(dir: string, inputs: StormInputs, net: StormNet)
         lun: 1,
       },
     })),
+    ...extra,
   };
   const file = join(dir, "appliance.yaml");
   writeFileSync(file, stringify(config));

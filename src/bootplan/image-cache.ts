@@ -4,6 +4,7 @@ import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
+import type { Metrics } from "../metrics/metrics.js";
 import { joinInside } from "../paths.js";
 import type { GlanceClient, GlanceImage } from "./openstack/glance.js";
 
@@ -97,6 +98,7 @@ export class ImageCache {
     private readonly glance: GlanceClient | undefined,
     private readonly logger: Logger,
     private readonly limits: ImageCacheLimits = DEFAULT_IMAGE_LIMITS,
+    private readonly metrics?: Metrics | undefined,
   ) {}
 
   private imageDir(id: string): string {
@@ -174,7 +176,11 @@ export class ImageCache {
         `image ${id}: Glance says ${image.size} bytes, over the limit of ${this.limits.maxBytes} (resolvers.cinder.image_max_bytes)`,
       );
     const path = joinInside(dir, versionName(image, digest));
-    if (await this.verify(path, digest)) return { path, fallback: false };
+    if (await this.verify(path, digest)) {
+      this.metrics?.imageCache.inc({ result: "hit" });
+      return { path, fallback: false };
+    }
+    this.metrics?.imageCache.inc({ result: "miss" });
 
     let running = this.inflight.get(path);
     if (!running) {
@@ -232,6 +238,7 @@ export class ImageCache {
       if (image.size !== undefined && bytes !== image.size)
         throw new Error(`image ${image.id}: downloaded ${bytes} bytes, Glance says ${image.size}`);
       await rename(tmp, path);
+      this.metrics?.imageCacheBytes.inc(bytes);
       const d = await open(dir, "r");
       await d.sync().finally(() => d.close());
     } catch (err) {

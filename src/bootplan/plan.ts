@@ -5,6 +5,7 @@ import type { BootArch } from "../dhcp/boot-types.js";
 import { registerSecret } from "../log.js";
 import type { FileRole } from "../machines/events.js";
 import { MachineRegistry, type OwnedIdentity } from "../machines/registry.js";
+import type { Metrics } from "../metrics/metrics.js";
 import type { TftpFileProvider, TftpSource } from "../tftp/provider.js";
 import { buildKernelArgs, type Flavour } from "./cmdline.js";
 import { type BootConfig, type CinderConfig, type Images, type Machine, normaliseMac } from "./config.js";
@@ -35,6 +36,8 @@ export interface BootPlanOptions {
   tftpRoot?: string | undefined;
   /** The boot HTTP server runs: machines with `loader: ipxe` fetch their script and kernel from it. */
   httpServed?: boolean | undefined;
+  /** Resolver and Glance cache counters (absent for `netboot render`). */
+  metrics?: Metrics | undefined;
   logger: Logger;
 }
 
@@ -181,6 +184,7 @@ export class BootPlan {
       opts.cinder
         ? { maxBytes: opts.cinder.image_max_bytes, downloadTimeoutMs: opts.cinder.image_download_timeout_ms }
         : DEFAULT_IMAGE_LIMITS,
+      opts.metrics,
     );
     if (opts.cinder && session) {
       const client = new CinderClient(
@@ -347,12 +351,19 @@ export class BootPlan {
       );
 
     let resolved: ResolvedBoot;
+    const metrics = state.opts.metrics;
+    const kind = machine.volume.resolver;
+    const started = performance.now();
     try {
       const ip = this.machines.addressOf(normal, identityFor(machine, viaDefault));
       resolved = await resolver.resolve(machine, image, { ip, arch: bootArch });
+      metrics?.resolverCalls.inc({ resolver: kind, outcome: "ok" });
     } catch (err) {
+      metrics?.resolverCalls.inc({ resolver: kind, outcome: "error" });
       if (err instanceof UnresolvableMachineError) throw err;
       throw new UnresolvableMachineError(`machine ${machine.name}: ${(err as Error).message}`);
+    } finally {
+      metrics?.resolverSeconds.observe({ resolver: kind }, (performance.now() - started) / 1000);
     }
 
     let args: string[];

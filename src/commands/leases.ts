@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { DEFAULT_CONFIG_FILE, loadConfig } from "../config/load.js";
 import { readLeasesFromStateDir } from "../dhcp/server.js";
+import { formatTable } from "./table.js";
 
 export async function commandLeases(values: Record<string, string | boolean | undefined>): Promise<number> {
   let stateDir = typeof values["state-dir"] === "string" ? values["state-dir"] : undefined;
@@ -24,16 +25,7 @@ export async function commandLeases(values: Record<string, string | boolean | un
     l.hostname ?? "",
     new Date(l.expires).toISOString(),
   ]);
-  const header = ["ADDRESS", "MAC", "STATE", "HOSTNAME", "EXPIRES"];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  for (const row of [header, ...rows]) {
-    process.stdout.write(
-      `${row
-        .map((c, i) => c.padEnd(widths[i] ?? 0))
-        .join("  ")
-        .trimEnd()}\n`,
-    );
-  }
+  process.stdout.write(formatTable(["ADDRESS", "MAC", "STATE", "HOSTNAME", "EXPIRES"], rows));
   process.stdout.write(`${leases.length} lease(s) in ${stateDir}\n`);
   return 0;
 }

@@ -46,6 +46,8 @@ export interface FileEvent {
   retransmits?: number | undefined;
   /** HTTP status, for HTTP. */
   status?: number | undefined;
+  /** The key its start was reported under (MachineState.transferStarted), if one was. */
+  transferKey?: string | undefined;
 }
 
 export type BootEvent = DhcpEvent | FileEvent;

@@ -41,6 +41,8 @@ export interface BootSession {
   steps: SessionStep[];
   /** Steps dropped beyond MAX_STEPS (a client looping on one request). */
   droppedSteps: number;
+  /** Transfers running now: a session is not silent while one runs (a long initrd in lockstep). */
+  running?: number | undefined;
 }
 
 export interface SessionLimits {
@@ -131,12 +133,20 @@ export class SessionStore {
     return session;
   }
 
+  /** A transfer to the machine began (+1) or ended (-1). */
+  busy(mac: string, delta: 1 | -1, at: number): void {
+    const s = this.current(mac);
+    if (!s) return;
+    s.running = Math.max(0, (s.running ?? 0) + delta);
+    s.updatedAt = Math.max(s.updatedAt, at);
+  }
+
   /** Ends the sessions silent for longer than the limit; returns them. */
   sweep(now: number): BootSession[] {
     const ended: BootSession[] = [];
     for (const list of this.byMac.values()) {
       const s = list.at(-1);
-      if (s?.state === "booting" && now - s.updatedAt >= this.limits.stallAfterMs) {
+      if (s?.state === "booting" && !s.running && now - s.updatedAt >= this.limits.stallAfterMs) {
         this.end(s, "stalled", now, diagnose(s.steps.map(diagnosed)));
         ended.push(s);
       }

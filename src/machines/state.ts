@@ -37,6 +37,8 @@ export class MachineState {
   private readonly listeners = new Set<SessionListener>();
   /** Address → MAC from DHCP answers (the only source in proxy mode; leases win in full mode). */
   private readonly macByAddress = new Map<string, string>();
+  /** Transfers running now → the MAC they serve. */
+  private readonly running = new Map<string, string>();
   private timers: NodeJS.Timeout[] = [];
   private persisted = -1;
   private writing: Promise<void> | undefined;
@@ -108,10 +110,26 @@ export class MachineState {
     if (e.bytes > 0) m?.transferBytes.inc({ protocol: e.protocol }, e.bytes);
     if (e.outcome === "ok") m?.transferSeconds.observe({ protocol: e.protocol }, e.ms / 1000);
     if (e.retransmits) m?.tftpRetransmits.inc(e.retransmits);
+    const runningMac = e.transferKey === undefined ? undefined : this.running.get(e.transferKey);
+    if (runningMac !== undefined) {
+      this.running.delete(e.transferKey as string);
+      this.sessions.busy(runningMac, -1, e.at);
+    }
     const mac = this.macOf(e.client);
     if (mac === undefined) return; // a client no DHCP answer or lease names (a test's curl, an operator)
     const session = this.sessions.file(mac, e, this.opts.roleOf(e.file));
     if (session) this.changed(session);
+  }
+
+  /**
+   * A transfer began (key: one per transfer, e.g. client address:port and file): its machine's boot is
+   * busy, never stalled, until the event with the same transferKey is recorded.
+   */
+  transferStarted(key: string, address: string): void {
+    const mac = this.macOf(address);
+    if (mac === undefined) return;
+    this.running.set(key, mac);
+    this.sessions.busy(mac, +1, this.now());
   }
 
   /** The MAC at an address: the lease first, then what DHCP answered last. */

@@ -17,11 +17,19 @@ export class Metrics {
     labelNames: ["type", "outcome"] as const,
     registers: [this.registry],
   });
+  /** Read at each scrape for the pool gauge. */
+  poolSource: (() => { subnet: string; size: number; bound: number }[]) | undefined;
   readonly dhcpPoolAddresses = new Gauge({
     name: "netboot_dhcp_pool_addresses",
     help: "Addresses in each subnet's pool, by state (size: all of the range; bound: leased now)",
     labelNames: ["subnet", "state"] as const,
     registers: [this.registry],
+    collect: () => {
+      for (const p of this.poolSource?.() ?? []) {
+        this.dhcpPoolAddresses.set({ subnet: p.subnet, state: "size" }, p.size);
+        this.dhcpPoolAddresses.set({ subnet: p.subnet, state: "bound" }, p.bound);
+      }
+    },
   });
   readonly leaseCommitSeconds = new Histogram({
     name: "netboot_dhcp_lease_commit_seconds",

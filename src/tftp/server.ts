@@ -54,6 +54,8 @@ export interface TftpCounters {
 }
 
 export interface TftpServerEvents {
+  /** A transfer began sending (its client's boot is busy, not stalled, until the end). */
+  start: [{ client: string; file: string }];
   transfer: [TftpTransferRecord];
 }
 
@@ -350,6 +352,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     });
     entry.transfer = transfer;
     this.running.add(transfer);
+    this.emit("start", { client: record.client, file: record.file });
     transfer.start();
     const result = await transfer.done;
     this.running.delete(transfer);
