@@ -5,7 +5,8 @@ import { packageRoot } from "../src/package-root.js";
 import { type BootServerContext, type BootServerFactory, loaderNames } from "./boot-server.js";
 import type { RootVolume } from "./cmdline.js";
 import { dnsmasqDhcpArgs } from "./dnsmasq-server.js";
-import { type Daemon, startDaemon } from "./proc.js";
+import type { BootSession } from "../src/machines/sessions.js";
+import { type Daemon, run, startDaemon } from "./proc.js";
 import { parseApplianceLine, type ServerLogItem } from "./timeline.js";
 
 export interface ApplianceServerOptions {
@@ -22,13 +23,24 @@ export interface ApplianceServerOptions {
   cinder?: boolean;
   /** The machine's first-stage loader: `shim` (signed, TFTP) or `ipxe` (kernel and initrd over HTTP). */
   loader?: "shim" | "ipxe";
-  /** Told what the helpers saw when the server stops (e.g. the OpenStack calls made). */
-  onStopped?: (report: { openstackCalls?: { method: string; path: string; status: number }[] }) => void;
+  /**
+   * Told what was seen when the server stops: the OpenStack calls made, and the VM's boot sessions as
+   * the appliance's management API gave them just before it stopped.
+   */
+  onStopped?: (report: {
+    openstackCalls?: { method: string; path: string; status: number }[];
+    sessions?: BootSession[];
+  }) => void;
+  /** Told the management API's URL and token once the appliance runs (a test's browser, say). */
+  onAdmin?: (admin: { url: string; token: string; ns: string }) => void;
 }
 
 const MACHINE = "nblab-vm";
 /** Not 80: firmware must take the port from the URL, as it would on a site with a proxy in front. */
 const LAB_HTTP_PORT = 8080;
+const LAB_ADMIN_PORT = 9090;
+/** The lab's admin token: a throw-away namespace, so a fixed one is fine. */
+export const LAB_ADMIN_TOKEN = "nblab-admin-token-0123456789";
 const VOLUME_ID = "5b7ae3a5-0c8f-4a57-9d0e-6f1e2d3c4b5a";
 
 function staticVolume(v: RootVolume): Record<string, unknown> {
@@ -66,6 +78,24 @@ async function startJsonHelper(
   const ok = await Promise.race([first.then(() => true), daemon.exited.then(() => false)]);
   if (!ok) throw new Error(`${name} did not start`);
   return { daemon, first: await first, lines };
+}
+
+/** The VM's boot sessions from the appliance's API, read with curl inside the lab namespace. */
+async function readSessions(ctx: BootServerContext, url: string, mac: string): Promise<BootSession[]> {
+  const [cmd, args] = ctx.net.exec(
+    "curl",
+    "-sf",
+    "-m",
+    "5",
+    "-H",
+    `Authorization: Bearer ${LAB_ADMIN_TOKEN}`,
+    `${url}/api/v1/machines/${mac}/boots`,
+  );
+  const out = await run(cmd, args, { timeoutMs: 10_000 }).catch((err: Error) => {
+    // run() names the command line in its error, and this one carries the token.
+    throw new Error(err.message.replaceAll(LAB_ADMIN_TOKEN, "<admin token>"));
+  });
+  return (JSON.parse(out) as { boots: BootSession[] }).boots;
 }
 
 /** The site's DHCP server for the proxy row: dnsmasq handing out addresses only, bound to the lab bridge. */
@@ -179,6 +209,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
         tftp: { root },
         // Always on: UEFI HTTP boot clients and iPXE need it, and it costs a PXE boot nothing.
         http: { enable: true, port: LAB_HTTP_PORT },
+        admin: { listen: `${net.serverIp}:${LAB_ADMIN_PORT}`, token: LAB_ADMIN_TOKEN },
         boot: {
           loaders: {
             [boot.arch]: {
@@ -225,19 +256,26 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
         { appliancePid: d.pid, config: configFile, mode, cinder: !!opts.cinder },
         "appliance ready",
       );
+      const adminUrl = `http://${net.serverIp}:${LAB_ADMIN_PORT}`;
+      opts.onAdmin?.({ url: adminUrl, token: LAB_ADMIN_TOKEN, ns: net.ns });
       return {
         name: `netboot-appliance (${mode}${opts.cinder ? ", cinder" : ""}${loader === "ipxe" ? ", ipxe" : ""})`,
         pid: d.pid,
         items,
         stop: async () => {
+          const sessions = await readSessions(ctx, adminUrl, ctx.mac).catch((err: Error) => {
+            logger.warn({ err: err.message }, "boot sessions not read from the appliance");
+            return undefined;
+          });
           await d.stop(5_000);
           await stopHelpers();
           const last = openstack?.lines.at(-1);
-          opts.onStopped?.(
-            last && Array.isArray(last.calls)
+          opts.onStopped?.({
+            ...(last && Array.isArray(last.calls)
               ? { openstackCalls: last.calls as { method: string; path: string; status: number }[] }
-              : {},
-          );
+              : {}),
+            ...(sessions ? { sessions } : {}),
+          });
         },
       };
     } catch (err) {

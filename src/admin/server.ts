@@ -122,45 +122,74 @@ export class AdminServer {
       send(status, "application/json", `${JSON.stringify(value)}\n`);
 
     if (path === "/metrics") {
-      if (req.method !== "GET" && req.method !== "HEAD")
-        return send(405, "text/plain", "", { allow: "GET, HEAD" });
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        send(405, "text/plain", "", { allow: "GET, HEAD" });
+        return;
+      }
       void this.opts.metrics.text().then(
         (text) => send(200, this.opts.metrics.contentType, text),
         (err: Error) => send(500, "text/plain", `${err.message}\n`),
       );
       return;
     }
-    if (path === "/login") return this.login(req, send);
+    if (path === "/login") {
+      this.login(req, send);
+      return;
+    }
 
     const auth = authorize(req, this.opts.token);
     if (!auth.ok) {
       reason = auth.reason;
-      if (path.startsWith("/api/")) return json(401, { error: "unauthorized", reason: auth.reason });
-      return send(401, "text/html; charset=utf-8", this.assets.get(LOGIN_PAGE) ?? "", {
+      if (path.startsWith("/api/")) {
+        json(401, { error: "unauthorized", reason: auth.reason });
+        return;
+      }
+      send(401, "text/html; charset=utf-8", this.assets.get(LOGIN_PAGE) ?? "", {
         "www-authenticate": 'Bearer realm="netboot"',
       });
+      return;
     }
-    if (req.method !== "GET" && req.method !== "HEAD")
-      return send(405, "text/plain", "", { allow: "GET, HEAD" });
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      send(405, "text/plain", "", { allow: "GET, HEAD" });
+      return;
+    }
 
     const asset = ASSETS[path];
-    if (asset) return send(200, asset.type, this.assets.get(asset.file) ?? "");
+    if (asset) {
+      send(200, asset.type, this.assets.get(asset.file) ?? "");
+      return;
+    }
     const src = this.opts.source;
-    if (path === "/api/v1/machines") return json(200, { machines: src.machines() });
-    if (path === "/api/v1/leases") return json(200, { leases: src.leases() });
-    if (path === "/api/v1/subnets") return json(200, { subnets: src.subnets() });
-    if (path === "/api/v1/events") return this.stream(req, res);
+    if (path === "/api/v1/machines") {
+      json(200, { machines: src.machines() });
+      return;
+    }
+    if (path === "/api/v1/leases") {
+      json(200, { leases: src.leases() });
+      return;
+    }
+    if (path === "/api/v1/subnets") {
+      json(200, { subnets: src.subnets() });
+      return;
+    }
+    if (path === "/api/v1/events") {
+      this.stream(req, res);
+      return;
+    }
     const boots = /^\/api\/v1\/machines\/([^/]+)\/boots$/.exec(path);
     if (boots) {
       const mac = normaliseMac(decodeURIComponent(boots[1] ?? ""));
-      if (mac === undefined) return json(400, { error: "not a MAC address" });
+      if (mac === undefined) {
+        json(400, { error: "not a MAC address" });
+        return;
+      }
       const list = src.boots(mac);
-      return json(200, { mac, boots: [...list].reverse(), summary: list.map(summarise).reverse() });
+      json(200, { mac, boots: [...list].reverse(), summary: list.map(summarise).reverse() });
+      return;
     }
     reason = "no such path";
-    return path.startsWith("/api/")
-      ? json(404, { error: "not found" })
-      : send(404, "text/plain", "not found\n");
+    if (path.startsWith("/api/")) json(404, { error: "not found" });
+    else send(404, "text/plain", "not found\n");
   }
 
   /** GET: the form; POST: a token that matches sets the session cookie (the page's credential). */
@@ -168,9 +197,14 @@ export class AdminServer {
     req: IncomingMessage,
     send: (s: number, t: string, b: string | Buffer, e?: Record<string, string>) => void,
   ): void {
-    if (req.method === "GET" || req.method === "HEAD")
-      return send(200, "text/html; charset=utf-8", this.assets.get(LOGIN_PAGE) ?? "");
-    if (req.method !== "POST") return send(405, "text/plain", "", { allow: "GET, HEAD, POST" });
+    if (req.method === "GET" || req.method === "HEAD") {
+      send(200, "text/html; charset=utf-8", this.assets.get(LOGIN_PAGE) ?? "");
+      return;
+    }
+    if (req.method !== "POST") {
+      send(405, "text/plain", "", { allow: "GET, HEAD, POST" });
+      return;
+    }
     let body = "";
     let tooBig = false;
     req.setEncoding("utf8");
@@ -184,8 +218,10 @@ export class AdminServer {
     req.on("end", () => {
       if (tooBig) return;
       const given = new URLSearchParams(body).get("token") ?? "";
-      if (!tokenMatches(given, this.opts.token))
-        return send(401, "text/html; charset=utf-8", this.assets.get(LOGIN_PAGE) ?? "");
+      if (!tokenMatches(given, this.opts.token)) {
+        send(401, "text/html; charset=utf-8", this.assets.get(LOGIN_PAGE) ?? "");
+        return;
+      }
       const cookie = `${SESSION_COOKIE}=${sessionValue(this.opts.token as string)}; HttpOnly; SameSite=Strict; Path=/`;
       send(303, "text/plain", "", { location: "/", "set-cookie": cookie });
     });

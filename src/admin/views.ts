@@ -4,6 +4,8 @@ import type { BootSession } from "../machines/sessions.js";
 
 export interface SessionSummary {
   id: string;
+  /** The address DHCP gave this boot. */
+  address?: string | undefined;
   state: BootSession["state"];
   startedAt: number;
   updatedAt: number;
@@ -43,6 +45,7 @@ export function summarise(s: BootSession): SessionSummary {
   const last = s.steps.at(-1);
   return {
     id: s.id,
+    address: s.address,
     state: s.state,
     startedAt: s.startedAt,
     updatedAt: s.updatedAt,

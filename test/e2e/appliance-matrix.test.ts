@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { applianceServer } from "../../qemu/appliance-server.js";
 import { type BootOptions, type BootResult, runBoot } from "../../qemu/lab.js";
 import { formatTimeline } from "../../qemu/timeline.js";
+import type { BootSession } from "../../src/machines/sessions.js";
 import { ensureLabArtefacts, labLeftovers, labLoaderRoot, labToolsAvailable } from "../support/lab.js";
 
 const outDir = join(import.meta.dirname, "..", "..", "test-results", "e2e");
@@ -188,6 +189,7 @@ for (const row of rows) {
   describe.skipIf(!ready)(row.name, () => {
     it("boots to the root filesystem's marker through the appliance", async () => {
       let calls: Call[] = [];
+      let sessions: BootSession[] | undefined;
       const r = await runBoot({
         arch: row.arch,
         image: row.image,
@@ -199,6 +201,7 @@ for (const row of rows) {
           ...row.server,
           onStopped: (report) => {
             calls = report.openstackCalls ?? [];
+            sessions = report.sessions;
           },
         }),
       });
@@ -229,6 +232,16 @@ for (const row of rows) {
         expect(r.servedFiles.filter((f) => f.startsWith("grub/"))).toEqual([]);
       }
       expect(r.servedFiles.filter((f) => OTHER_ARCH[row.arch].test(f))).toEqual([]);
+      // The appliance's own record of the boot: one session, its chain in order, handed off.
+      const latest = sessions?.[0];
+      expect(latest?.state).toBe("handed-off");
+      const roles = latest?.steps.filter((s) => s.kind === "file" && s.outcome === "ok").map((s) => s.role);
+      expect(roles).toEqual(
+        (row.chain ?? "grub") === "grub"
+          ? ["shim", "grub", "grub-master", "grub-config", "kernel", "initrd"]
+          : ["ipxe", "ipxe-autoexec", "ipxe-script", "kernel", "initrd"],
+      );
+      expect(latest?.steps[0]?.kind).toBe("dhcp");
       row.check?.(r, calls);
       expect(await labLeftovers(r.resources)).toEqual([]);
     }, 1_000_000);
