@@ -42,7 +42,7 @@ function renderMachines() {
       { "data-mac": m.mac, class: m.mac === selected ? "selected" : "" },
       el("td", {}, m.name ?? "(not in inventory)"),
       el("td", { class: "mono" }, m.mac),
-      el("td", { class: "mono" }, m.lease?.address ?? ""),
+      el("td", { class: "mono" }, m.lease?.address ?? b?.address ?? ""),
       el("td", {}, m.loader ?? ""),
       el("td", { class: `state ${b ? b.state : "none"}` }, b ? b.state : "no boot seen"),
       el("td", { class: "mono" }, b?.lastStep ?? ""),
@@ -148,6 +148,7 @@ function onSession(s) {
   const last = s.steps.at(-1);
   m.lastBoot = {
     id: s.id,
+    address: s.address,
     state: s.state,
     startedAt: s.startedAt,
     updatedAt: s.updatedAt,
@@ -170,6 +171,14 @@ async function load() {
   if (!selected && list.length > 0) await select(list[0].mac);
 }
 
+// Leases and new machines change without a session event: the list is read again now and then.
+async function refresh() {
+  const { machines: list } = await api("/api/v1/machines");
+  for (const m of list) machines.set(m.mac, { ...machines.get(m.mac), ...m });
+  renderMachines();
+  await renderSubnets();
+}
+
 function connect() {
   const es = new EventSource("/api/v1/events");
   es.addEventListener("open", () => {
@@ -187,6 +196,5 @@ load().then(connect, (err) => {
   $("#counts").textContent = String(err);
 });
 setInterval(() => {
-  renderMachines();
-  renderSubnets().catch(() => {});
+  refresh().catch(() => {});
 }, 5000);
