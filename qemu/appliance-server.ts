@@ -1,11 +1,11 @@
 import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import type { BootSession } from "../src/machines/sessions.js";
 import { packageRoot } from "../src/package-root.js";
 import { type BootServerContext, type BootServerFactory, loaderNames } from "./boot-server.js";
 import type { RootVolume } from "./cmdline.js";
 import { dnsmasqDhcpArgs } from "./dnsmasq-server.js";
-import type { BootSession } from "../src/machines/sessions.js";
 import { type Daemon, run, startDaemon } from "./proc.js";
 import { parseApplianceLine, type ServerLogItem } from "./timeline.js";
 

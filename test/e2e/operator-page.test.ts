@@ -90,7 +90,9 @@ describe.skipIf(!ready)("operator page during a lab boot", () => {
       states.push((await row.locator("td.state").textContent()) ?? "");
       expect(await rows.count()).toBeGreaterThan(first);
       for (const role of ["dhcp", "shim", "grub", "grub-master", "grub-config", "kernel", "initrd"])
-        expect(await page.locator(`#waterfall .wf-row[data-role="${role}"]`).count(), role).toBeGreaterThan(0);
+        expect(await page.locator(`#waterfall .wf-row[data-role="${role}"]`).count(), role).toBeGreaterThan(
+          0,
+        );
       expect(await page.locator('#waterfall .wf-row[data-role="kernel"] .wf-meta').textContent()).toMatch(
         /\d+(\.\d)? MB · \d+ ms/,
       );
