@@ -62,6 +62,7 @@ export class Appliance {
       macOfLease: this.dhcp ? (address) => this.dhcp?.macAt(address) : undefined,
       stateDir: this.config.state_dir,
       limits: sessionLimits(this.config.sessions),
+      record: this.config.sessions.record,
       metrics: this.metrics,
       logger: logger.child({ svc: "machines" }),
     });

@@ -145,18 +145,7 @@ async function select(mac, sessionId = null) {
 
 function onSession(s) {
   const m = machines.get(s.mac) ?? { mac: s.mac, name: s.machine, inInventory: false };
-  const last = s.steps.at(-1);
-  m.lastBoot = {
-    id: s.id,
-    address: s.address,
-    state: s.state,
-    startedAt: s.startedAt,
-    updatedAt: s.updatedAt,
-    endedAt: s.endedAt,
-    diagnosis: s.diagnosis,
-    steps: s.steps.length,
-    lastStep: last ? `${last.label} ${last.outcome}` : undefined,
-  };
+  m.lastBoot = s.summary; // the server's own summary (src/admin/views.ts), not derived again here
   machines.set(s.mac, m);
   renderMachines();
   if (selected === s.mac && (selectedSession === null || selectedSession === s.id)) renderSession(s);

@@ -68,7 +68,7 @@ export class AdminServer {
       });
     });
     this.unsubscribe = this.opts.source.subscribe((s) => {
-      const data = `event: session\ndata: ${JSON.stringify(s)}\n\n`;
+      const data = `event: session\ndata: ${JSON.stringify({ ...s, summary: summarise(s) })}\n\n`;
       for (const r of this.streams) r.write(data);
     });
     const addr = this.server.address() as AddressInfo;

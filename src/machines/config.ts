@@ -4,6 +4,8 @@ import type { SessionLimits } from "./sessions.js";
 
 export const sessionsConfigSchema = z
   .strictObject({
+    /** Keep boot sessions (the API's timelines and diagnoses). Off: metrics only. */
+    record: z.boolean().default(true),
     per_machine: z.number().int().min(1).max(1000).default(10),
     total: z.number().int().min(1).max(1_000_000).default(10_000),
     /** A boot with no DHCP or file event for this long, before its kernel and initrd, is stalled. */

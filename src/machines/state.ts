@@ -21,6 +21,8 @@ export interface MachineStateOptions {
   macOfLease?: ((address: string) => string | undefined) | undefined;
   stateDir: string;
   limits?: SessionLimits | undefined;
+  /** False: count metrics, keep no sessions (sessions.record: false). */
+  record?: boolean | undefined;
   metrics?: Metrics | undefined;
   logger: Logger;
   now?: () => number;
@@ -100,6 +102,7 @@ export class MachineState {
     const m = this.opts.metrics;
     if (e.kind === "dhcp") {
       m?.dhcpMessages.inc({ type: e.message, outcome: e.outcome });
+      if (this.opts.record === false) return;
       if (e.ip && (e.outcome === "ack" || e.outcome.startsWith("proxy") || e.outcome === "offer"))
         this.macByAddress.set(e.ip, e.mac);
       const session = this.sessions.dhcp(e, this.opts.nameOf(e.mac));
@@ -110,6 +113,7 @@ export class MachineState {
     if (e.bytes > 0) m?.transferBytes.inc({ protocol: e.protocol }, e.bytes);
     if (e.outcome === "ok") m?.transferSeconds.observe({ protocol: e.protocol }, e.ms / 1000);
     if (e.retransmits) m?.tftpRetransmits.inc(e.retransmits);
+    if (this.opts.record === false) return;
     const runningMac = e.transferKey === undefined ? undefined : this.running.get(e.transferKey);
     if (runningMac !== undefined) {
       this.running.delete(e.transferKey as string);
@@ -126,6 +130,7 @@ export class MachineState {
    * busy, never stalled, until the event with the same transferKey is recorded.
    */
   transferStarted(key: string, address: string): void {
+    if (this.opts.record === false) return;
     const mac = this.macOf(address);
     if (mac === undefined) return;
     this.running.set(key, mac);

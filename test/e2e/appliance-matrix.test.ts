@@ -59,6 +59,34 @@ const GRUB = { x64: "x64/grubx64.efi", aa64: "aa64/grubaa64.efi" };
 const ARCH_CODE = { x64: 7, aa64: 11 };
 
 const IPXE = { x64: "x64/ipxe.efi", aa64: "aa64/ipxe.efi" };
+const HTTP_ARCH_CODE = { x64: 16, aa64: 19 };
+
+/** UEFI HTTP boot with the firmware's PXE off: iPXE by URL, then its script, kernel and initrd; no TFTP. */
+function httpBootRow(name: string, arch: "x64" | "aa64"): Row {
+  return {
+    name,
+    arch,
+    image: `debian12-${arch}-initramfs`,
+    boot: { httpBoot: true },
+    server: { loader: "ipxe" },
+    chain: "ipxe",
+    check: (r) => {
+      expect(
+        r.timeline.dhcp.some(
+          (d) => d.arch === HTTP_ARCH_CODE[arch] && d.file?.endsWith(`:8080/${IPXE[arch]}`),
+        ),
+      ).toBe(true);
+      expectCarriedBy(r, {
+        [IPXE[arch]]: "http",
+        [`${arch}/autoexec.ipxe`]: "http",
+        [SCRIPT]: "http",
+        "images/lab/kernel": "http",
+        "images/lab/initrd": "http",
+      });
+      expect(r.timeline.tftp.filter((f) => (f.protocol ?? "tftp") === "tftp")).toEqual([]);
+    },
+  };
+}
 
 const rows: Row[] = [
   { name: "1. x64 UEFI, initramfs-tools, no CHAP", arch: "x64", image: "debian12-x64-initramfs", boot: {} },
@@ -129,44 +157,14 @@ const rows: Row[] = [
       expect(r.timeline.dhcp.some((d) => /\/ipxe\/[0-9a-f:]{17}\.ipxe$/.test(d.file ?? ""))).toBe(true);
     },
   },
-  {
-    name: "8. x64 UEFI HTTP boot (OVMF's PXE off): iPXE, script, kernel and initrd all over HTTP, no TFTP",
-    arch: "x64",
-    image: "debian12-x64-initramfs",
-    boot: { httpBoot: true },
-    server: { loader: "ipxe" },
-    chain: "ipxe",
-    check: (r) => {
-      expect(r.timeline.dhcp.some((d) => d.arch === 16 && d.file?.endsWith(`:8080/${IPXE.x64}`))).toBe(true);
-      expectCarriedBy(r, {
-        [IPXE.x64]: "http",
-        "x64/autoexec.ipxe": "http",
-        [SCRIPT]: "http",
-        "images/lab/kernel": "http",
-        "images/lab/initrd": "http",
-      });
-      expect(r.timeline.tftp.filter((f) => (f.protocol ?? "tftp") === "tftp")).toEqual([]);
-    },
-  },
-  {
-    name: "9. aarch64 UEFI HTTP boot (AAVMF's PXE off): Debian 13's arm64 iPXE, everything over HTTP",
-    arch: "aa64",
-    image: "debian12-aa64-initramfs",
-    boot: { httpBoot: true },
-    server: { loader: "ipxe" },
-    chain: "ipxe",
-    check: (r) => {
-      expect(r.timeline.dhcp.some((d) => d.arch === 19 && d.file?.endsWith(`:8080/${IPXE.aa64}`))).toBe(true);
-      expectCarriedBy(r, {
-        [IPXE.aa64]: "http",
-        "aa64/autoexec.ipxe": "http",
-        [SCRIPT]: "http",
-        "images/lab/kernel": "http",
-        "images/lab/initrd": "http",
-      });
-      expect(r.timeline.tftp.filter((f) => (f.protocol ?? "tftp") === "tftp")).toEqual([]);
-    },
-  },
+  httpBootRow(
+    "8. x64 UEFI HTTP boot (OVMF's PXE off): iPXE, script, kernel and initrd all over HTTP, no TFTP",
+    "x64",
+  ),
+  httpBootRow(
+    "9. aarch64 UEFI HTTP boot (AAVMF's PXE off): Debian 13's arm64 iPXE, everything over HTTP",
+    "aa64",
+  ),
 ];
 
 afterAll(() => {
