@@ -104,7 +104,7 @@ export class SessionStore {
       session = this.open(e.mac, machine, e.at);
     }
     if (e.archCode !== undefined && e.client !== "os") session.archCode = e.archCode;
-    if (e.ip && (e.outcome === "ack" || e.outcome === "offer")) session.address = e.ip;
+    if (e.ip && ["ack", "offer", "learned", "proxy-ack"].includes(e.outcome)) session.address = e.ip;
     this.add(session, step);
     return session;
   }

@@ -103,8 +103,9 @@ export class MachineState {
     if (e.kind === "dhcp") {
       m?.dhcpMessages.inc({ type: e.message, outcome: e.outcome });
       if (this.opts.record === false) return;
-      if (e.ip && (e.outcome === "ack" || e.outcome.startsWith("proxy") || e.outcome === "offer"))
-        this.macByAddress.set(e.ip, e.mac);
+      // For attributing files only, never for ownership (that is MachineRegistry's, from leases): in proxy
+      // mode the address the client claims in its REQUEST to the site's server ("learned") is all there is.
+      if (e.ip && e.outcome !== "nak") this.macByAddress.set(e.ip, e.mac);
       const session = this.sessions.dhcp(e, this.opts.nameOf(e.mac));
       if (session) this.changed(session);
       return;

@@ -232,6 +232,10 @@ for (const row of rows) {
       expect(r.servedFiles.filter((f) => OTHER_ARCH[row.arch].test(f))).toEqual([]);
       // The appliance's own record of the boot: one session, its chain in order, handed off.
       const latest = sessions?.[0];
+      for (const session of sessions ?? [])
+        console.log(
+          `${row.name}: session ${session.id} ${session.state}: ${session.steps.map((st) => `${st.kind === "dhcp" ? `${st.client} ${st.label}` : st.label} ${st.outcome}`).join(" | ")}`,
+        );
       expect(latest?.state).toBe("handed-off");
       const roles = latest?.steps.filter((s) => s.kind === "file" && s.outcome === "ok").map((s) => s.role);
       expect(roles).toEqual(

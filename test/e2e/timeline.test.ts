@@ -98,6 +98,34 @@ describe("boot timeline", () => {
         bytes: 1048504,
         ms: 310,
         outcome: "ok",
+        protocol: "tftp",
+      },
+    });
+    // The boot HTTP server's request line: a file row carried by HTTP.
+    expect(
+      parseApplianceLine(
+        JSON.stringify({
+          time: 6000,
+          client: "10.77.0.10",
+          method: "GET",
+          path: "/images/lab/kernel",
+          status: 200,
+          bytes: 8,
+          ms: 3,
+          msg: "http request",
+        }),
+        9999,
+      ),
+    ).toEqual({
+      kind: "tftp",
+      at: 6000,
+      row: {
+        file: "images/lab/kernel",
+        protocol: "http",
+        outcome: "ok",
+        client: "10.77.0.10",
+        bytes: 8,
+        ms: 3,
       },
     });
     const dhcp = parseApplianceLine(
