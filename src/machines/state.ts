@@ -44,6 +44,8 @@ export class MachineState {
   private timers: NodeJS.Timeout[] = [];
   private persisted = -1;
   private writing: Promise<void> | undefined;
+  private lastWriteAt = 0;
+  private lastWriteMs = 0;
   private readonly now: () => number;
 
   constructor(private readonly opts: MachineStateOptions) {
@@ -86,7 +88,12 @@ export class MachineState {
     }
     this.timers = [
       setInterval(() => this.sweep(), SWEEP_EVERY_MS),
-      setInterval(() => void this.persist(), PERSIST_EVERY_MS),
+      setInterval(() => {
+        // A big store takes a while to serialise (10,000 sessions: about 32 MB of JSON): writes are
+        // spaced to at least 20 times the last one's cost, so the event loop stays free for boots.
+        if (this.now() - this.lastWriteAt >= Math.max(PERSIST_EVERY_MS, 20 * this.lastWriteMs))
+          void this.persist();
+      }, PERSIST_EVERY_MS),
     ];
     for (const t of this.timers) t.unref();
   }
@@ -170,11 +177,14 @@ export class MachineState {
     if (version === this.persisted) return;
     this.writing = (async () => {
       const path = join(this.opts.stateDir, FILE);
+      const started = performance.now();
       try {
         await mkdir(this.opts.stateDir, { recursive: true });
         await writeFile(`${path}.tmp`, JSON.stringify({ version: 1, sessions: this.sessions.snapshot() }));
         await rename(`${path}.tmp`, path);
         this.persisted = version;
+        this.lastWriteMs = performance.now() - started;
+        this.lastWriteAt = this.now();
       } catch (err) {
         this.opts.logger.warn({ path, err: (err as Error).message }, "boot sessions not saved");
       }
