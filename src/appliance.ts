@@ -27,9 +27,10 @@ export class Appliance {
   private readonly tftp: TftpServer;
   private readonly http: HttpFileServer | undefined;
   private readonly dhcp: DhcpServer | undefined;
-  /** Who holds which address: read from the lease store, consulted before any per-machine data goes out. */
-  private readonly machines: MachineRegistry;
-  /** The one owner of machine state: ownership (above) and boot sessions, fed by every server's events. */
+  /**
+   * The one owner of machine state: who holds which address (its registry, read from the lease store and
+   * consulted before any per-machine data goes out) and boot sessions, fed by every server's events.
+   */
   private readonly state: MachineState;
   readonly metrics: Metrics;
   private readonly admin: AdminServer | undefined;
@@ -53,10 +54,8 @@ export class Appliance {
             onExchange: (e) => this.state.record(e),
             leaseStore: { onSync: (seconds) => this.metrics.leaseCommitSeconds.observe(seconds) },
           });
-    this.machines = new MachineRegistry({ role: this.config.dhcp.mode, leases: this.dhcp });
-    this.plan = new BootPlan({ ...planSections(this.config), logger, metrics: this.metrics }, this.machines);
     this.state = new MachineState({
-      registry: this.machines,
+      registry: new MachineRegistry({ role: this.config.dhcp.mode, leases: this.dhcp }),
       nameOf: (mac) => this.plan.findMachine(mac)?.name,
       roleOf: (path) => this.plan.roleOf(path),
       macOfLease: this.dhcp ? (address) => this.dhcp?.macAt(address) : undefined,
@@ -66,6 +65,11 @@ export class Appliance {
       metrics: this.metrics,
       logger: logger.child({ svc: "machines" }),
     });
+    // The boot plan asks the machine state's registry who holds which address before serving a config.
+    this.plan = new BootPlan(
+      { ...planSections(this.config), logger, metrics: this.metrics },
+      this.state.registry,
+    );
     // One lookup for TFTP and HTTP: the same names, the same provider, the same ownership checks.
     const lookup = new FileLookup(this.config.tftp.root, this.plan.tftpProvider());
     this.tftp = new TftpServer({
