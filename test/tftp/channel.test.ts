@@ -225,6 +225,9 @@ describe.skipIf(!haveAddon)("the pump, batched and not", () => {
           server.stdout?.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
           server.once("exit", (code) => reject(new Error(`tftp-serve exited ${code}: ${log}`)));
         });
+        // "ready" (stdout) and the "tftp listening" log line (stderr) race each other: wait for both.
+        for (let i = 0; i < 100 && !log.includes("tftp listening"); i++)
+          await new Promise((r) => setTimeout(r, 50));
         const listening = JSON.parse(log.split("\n").find((l) => l.includes("tftp listening")) ?? "{}");
         expect(listening.batching).toBe(batch === "1" && ioUringAllowed);
         const got = await Promise.all(
