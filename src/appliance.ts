@@ -51,7 +51,11 @@ export class Appliance {
             stateDir: this.config.state_dir,
             logger: this.logger.child({ svc: "dhcp" }),
             bootPolicy: this.bootPolicy(),
-            onExchange: (e) => this.state.record(e),
+            onExchange: (e) => {
+              this.state.record(e);
+              // Ironic is asked while the firmware is still loading shim, not when GRUB waits for its config.
+              if (e.message === "discover" || e.message === "request") this.plan.anticipate(e.mac, e.uuid);
+            },
             leaseStore: { onSync: (seconds) => this.metrics.leaseCommitSeconds.observe(seconds) },
           });
     this.state = new MachineState({
@@ -67,7 +71,7 @@ export class Appliance {
     });
     // The boot plan asks the machine state's registry who holds which address before serving a config.
     this.plan = new BootPlan(
-      { ...planSections(this.config), logger, metrics: this.metrics },
+      { ...planSections(this.config), stateDir: this.config.state_dir, logger, metrics: this.metrics },
       this.state.registry,
     );
     // One lookup for TFTP and HTTP: the same names, the same provider, the same ownership checks.
@@ -142,6 +146,7 @@ export class Appliance {
       "netboot-appliance started",
     );
     this.prefetch();
+    this.plan.sweepDeparted();
   }
 
   /**
@@ -220,7 +225,12 @@ export class Appliance {
   async reload(loaded: LoadedConfig): Promise<void> {
     const next = loaded.config;
     registerConfigSecrets(next);
-    this.plan.reload({ ...planSections(next), logger: this.logger, metrics: this.metrics });
+    this.plan.reload({
+      ...planSections(next),
+      stateDir: next.state_dir,
+      logger: this.logger,
+      metrics: this.metrics,
+    });
     if (next.dhcp.mode !== this.config.dhcp.mode || next.tftp.port !== this.config.tftp.port) {
       this.logger.warn("dhcp mode and tftp port changes need a restart; other changes are applied");
     }
@@ -228,11 +238,13 @@ export class Appliance {
     this.state.setLimits(sessionLimits(next.sessions));
     this.dhcp?.reload(next.dhcp, this.bootPolicy());
     this.prefetch();
+    this.plan.sweepDeparted();
   }
 
   async stop(): Promise<void> {
     await Promise.all([this.tftp.close(), this.http?.close(), this.admin?.close(), this.dhcp?.stop()]);
     await this.state.stop();
+    this.plan.flush();
   }
 }
 
@@ -243,6 +255,7 @@ export function planSections(config: Config) {
     images: config.images,
     machines: config.machines ?? [],
     cinder: config.resolvers.cinder,
+    ironic: config.resolvers.ironic,
     cacheDir: config.cache_dir,
     tftpRoot: config.tftp.root,
     httpServed: config.http.enable,

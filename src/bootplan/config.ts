@@ -145,7 +145,18 @@ export const cinderVolumeSchema = z.strictObject({
   volume_id: z.string().regex(/^[0-9a-fA-F-]{32,36}$/, "must be a Cinder volume UUID"),
 });
 
-export const volumeSchema = z.discriminatedUnion("resolver", [staticVolumeSchema, cinderVolumeSchema]);
+/** The node's boot volume as Ironic records it (its volume connectors and boot_index 0 target). */
+export const ironicVolumeSchema = z.strictObject({
+  resolver: z.literal("ironic"),
+  /** The Ironic node's UUID or name. */
+  node: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._~-]{0,254}$/, "must be an Ironic node UUID or name"),
+});
+
+export const volumeSchema = z.discriminatedUnion("resolver", [
+  staticVolumeSchema,
+  cinderVolumeSchema,
+  ironicVolumeSchema,
+]);
 
 const MAC_RE = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$/i;
 
@@ -359,5 +370,63 @@ export const cinderSchema = z.strictObject({
     .default(2 * 1024 ** 3),
   /** Deadline for one whole Glance download (the inactivity limit is timeout_ms). Default 15 min. */
   image_download_timeout_ms: z.number().int().min(1000).max(86_400_000).default(900_000),
+  /**
+   * Delete the Cinder attachment of a machine that has left the inventory (or Ironic), logging each one.
+   * Off by default: an attachment is the volume's export to the machine, and removing it is not undoable.
+   */
+  detach_departed: z.boolean().default(false),
 });
 export type CinderConfig = z.output<typeof cinderSchema>;
+
+const microversionNumber = (v: string) => Number(v.split(".")[1] ?? 0);
+
+/**
+ * `resolvers.ironic`: nodes, their ports, volume connectors and volume targets from the Ironic API. It
+ * authenticates with the Keystone credentials of `resolvers.cinder` (the same session).
+ */
+export const ironicSchema = z
+  .strictObject({
+    endpoint_override: z.url().optional(),
+    /** X-OpenStack-Ironic-API-Version: 1.32 introduced the volume resources. */
+    microversion: z
+      .string()
+      .regex(/^1\.\d+$/, "must be 1.N")
+      .refine((v) => microversionNumber(v) >= 32, "must be at least 1.32 (the volume resources)")
+      .default("1.32"),
+    /** The image (initramfs flavour, root, extra args; kernel and initrd as a fallback) Ironic nodes boot. */
+    image: z.string().min(1),
+    /** Which nodes are served. */
+    select: z
+      .strictObject({
+        /** properties.capabilities that must all be present, compared as text (Ironic stores "True"). */
+        capabilities: z
+          .record(z.string().regex(/^[A-Za-z0-9_.-]+$/), z.string().regex(/^[^,:]+$/))
+          .default({ iscsi_boot: "True", boot_mode: "uefi" }),
+        resource_class: z.string().min(1).optional(),
+        conductor_group: z.string().min(1).optional(),
+        traits: z.array(z.string().min(1)).default([]),
+      })
+      .prefault({}),
+    /** A node's answer is fresh this long; after half of it a boot triggers a background refresh. */
+    cache_ttl_s: z.number().int().min(1).max(86_400).default(300),
+    /** How long "no such port" is remembered, so that unknown MACs on the segment do not each query Ironic. */
+    unknown_ttl_s: z.number().int().min(1).max(3600).default(30),
+    /** Ironic requests in flight at most; lookups beyond it wait for the next DHCP retry. */
+    max_concurrent: z.number().int().min(1).max(64).default(4),
+  })
+  .superRefine((c, ctx) => {
+    const mv = microversionNumber(c.microversion);
+    if (c.select.conductor_group !== undefined && mv < 46)
+      ctx.addIssue({
+        code: "custom",
+        path: ["microversion"],
+        message: "select.conductor_group needs microversion 1.46 or later (node.conductor_group)",
+      });
+    if (c.select.traits.length > 0 && mv < 37)
+      ctx.addIssue({
+        code: "custom",
+        path: ["microversion"],
+        message: "select.traits needs microversion 1.37 or later (node.traits)",
+      });
+  });
+export type IronicConfig = z.output<typeof ironicSchema>;

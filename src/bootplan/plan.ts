@@ -8,21 +8,34 @@ import { MachineRegistry, type OwnedIdentity } from "../machines/registry.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { TftpFileProvider, TftpSource } from "../tftp/provider.js";
 import { buildKernelArgs, type Flavour } from "./cmdline.js";
-import { type BootConfig, type CinderConfig, type Images, type Machine, normaliseMac } from "./config.js";
+import {
+  type BootConfig,
+  type CinderConfig,
+  type Images,
+  type IronicConfig,
+  type Machine,
+  normaliseMac,
+} from "./config.js";
 import { grubQuote, grubQuoteWords } from "./grub-quote.js";
 import { DEFAULT_IMAGE_LIMITS, ImageCache } from "./image-cache.js";
 import { ipxeWord, ipxeWords } from "./ipxe-word.js";
+import { IronicCatalog } from "./ironic/catalog.js";
+import type { NodeVerdict } from "./ironic/node.js";
 import { CinderClient } from "./openstack/cinder.js";
 import { GlanceClient } from "./openstack/glance.js";
+import { IronicClient } from "./openstack/ironic.js";
 import { KeystoneSession } from "./openstack/keystone.js";
 import { checkLoader } from "./pe.js";
 import {
   type NamedImage,
   type ResolvedBoot,
+  type ResolverName,
   UnresolvableMachineError,
   type VolumeResolver,
 } from "./resolver.js";
-import { type CinderMemory, CinderResolver, newCinderMemory } from "./resolvers/cinder.js";
+import { ephemeralMemory, persistentMemory, type ResolverMemory } from "./resolver-memory.js";
+import { CinderResolver } from "./resolvers/cinder.js";
+import { IronicResolver } from "./resolvers/ironic.js";
 import { StaticResolver } from "./resolvers/static.js";
 
 export interface BootPlanOptions {
@@ -30,7 +43,13 @@ export interface BootPlanOptions {
   images: Images;
   machines: Machine[];
   cinder?: CinderConfig | undefined;
+  ironic?: IronicConfig | undefined;
   cacheDir: string;
+  /**
+   * Where Cinder attachments, last good answers and Ironic answers are kept across restarts (the
+   * appliance's state_dir). Absent (netboot render): kept in memory only.
+   */
+  stateDir?: string | undefined;
   templatesDir: string;
   /** Needed to serve the grubx64.efi/grubaa64.efi aliases (shim asks by that fixed name). */
   tftpRoot?: string | undefined;
@@ -46,7 +65,9 @@ export interface RenderResult {
   machine: string;
   mac: string;
   arch: BootArch;
-  resolver: "static" | "cinder";
+  resolver: ResolverName;
+  /** Where the resolver's answer came from (the Ironic node and its target), when it says. */
+  detail?: string | undefined;
   flavour: Flavour;
   /** The per-machine GRUB config text (contains CHAP secrets when the volume has CHAP). */
   grubConfig: string;
@@ -81,10 +102,18 @@ interface State {
   byUuid: Map<string, Machine>;
   byName: Map<string, Machine>;
   env: nunjucks.Environment;
-  resolvers: { static: VolumeResolver; cinder: VolumeResolver | undefined };
+  resolvers: {
+    static: VolumeResolver;
+    cinder: VolumeResolver | undefined;
+    ironic: VolumeResolver | undefined;
+  };
   cache: ImageCache;
   cinderClient: CinderClient | undefined;
+  ironic: IronicCatalog | undefined;
 }
+
+/** Where a MAC leads: a machine to boot, or a refusal from the source that knows it (Ironic). */
+type Located = { machine: Machine; viaDefault: boolean } | { refused: string };
 
 /**
  * The boot plan: which machine a MAC is, what GRUB config it gets, and which TFTP paths map to
@@ -98,8 +127,11 @@ export class BootPlan {
   /** Paths handed out by renders → kernel or initrd (Glance paths do not say which). */
   private readonly roles = new Map<string, FileRole>();
 
-  /** Cinder attachments and last good answers survive reloads (a SIGHUP during an outage keeps them). */
-  private readonly cinderMemory = newCinderMemory();
+  /**
+   * Cinder attachments, last good answers and Ironic answers survive reloads (a SIGHUP during an outage
+   * keeps them) and, with a state directory, restarts.
+   */
+  private readonly memory: ResolverMemory;
 
   /**
    * `machines` answers who holds which address; it outlives reloads. Without one (netboot render, unit
@@ -109,7 +141,13 @@ export class BootPlan {
     opts: BootPlanOptions,
     private readonly machines: MachineRegistry = new MachineRegistry({ role: "off" }),
   ) {
-    this.state = BootPlan.build(opts, this.cinderMemory);
+    this.memory = opts.stateDir ? persistentMemory(opts.stateDir, opts.logger) : ephemeralMemory();
+    this.state = this.build(opts);
+  }
+
+  /** Writes what the resolvers remember (at stop). */
+  flush(): void {
+    this.memory.flush();
   }
 
   private get log(): Logger {
@@ -118,7 +156,7 @@ export class BootPlan {
 
   /** Replaces config, inventory, resolvers and templates; machine state lives in the registry. */
   reload(opts: BootPlanOptions): void {
-    this.state = BootPlan.build(opts, this.cinderMemory);
+    this.state = this.build(opts);
     this.served.clear();
     this.log.info(
       { machines: opts.machines.length, images: Object.keys(opts.images).length },
@@ -126,7 +164,7 @@ export class BootPlan {
     );
   }
 
-  private static build(opts: BootPlanOptions, cinderMemory: CinderMemory): State {
+  private build(opts: BootPlanOptions): State {
     const byMac = new Map<string, Machine>();
     const byUuid = new Map<string, Machine>();
     const byName = new Map<string, Machine>();
@@ -142,6 +180,10 @@ export class BootPlan {
       if (m.volume.resolver === "cinder" && !opts.cinder)
         problems.push(
           `machine ${m.name}: volume uses the cinder resolver, but resolvers.cinder is not configured`,
+        );
+      if (m.volume.resolver === "ironic" && !opts.ironic)
+        problems.push(
+          `machine ${m.name}: volume uses the ironic resolver, but resolvers.ironic is not configured`,
         );
       const image = opts.images[m.image ?? Object.keys(opts.images)[0] ?? ""];
       if (m.volume.resolver === "static" && image && (!image.kernel || !image.initrd))
@@ -165,6 +207,10 @@ export class BootPlan {
     );
     if (usesGlance && !opts.cinder)
       problems.push("images: glance_id needs resolvers.cinder (Keystone) to reach Glance");
+    if (opts.ironic && !opts.cinder)
+      problems.push("resolvers.ironic: needs resolvers.cinder, whose Keystone credentials it uses");
+    if (opts.ironic && !(opts.ironic.image in opts.images))
+      problems.push(`resolvers.ironic.image: ${opts.ironic.image} is not defined in images`);
     if (opts.boot.default_machine !== undefined && !byName.has(opts.boot.default_machine))
       problems.push(`boot.default_machine: ${opts.boot.default_machine} is not a machine in the inventory`);
     if (problems.length > 0) throw new Error(problems.join("\n"));
@@ -193,8 +239,17 @@ export class BootPlan {
         opts.cinder.microversion,
         opts.cinder.endpoint_override,
       );
-      cinderResolver = new CinderResolver(client, cache, opts.logger, cinderMemory);
+      cinderResolver = new CinderResolver(client, cache, opts.logger, this.memory);
       cinderClient = client;
+    }
+    let ironic: IronicCatalog | undefined;
+    let ironicResolver: VolumeResolver | undefined;
+    if (opts.ironic && session) {
+      const client = new IronicClient(session, opts.ironic.microversion, opts.ironic.endpoint_override);
+      ironic = new IronicCatalog(client, opts.ironic, this.memory, opts.logger, (name) =>
+        this.sweepDeparted(name),
+      );
+      ironicResolver = new IronicResolver(ironic, cinderResolver, glance, cache, opts.logger);
     }
     // autoescape is HTML escaping: wrong for GRUB. Values go through grub_quote explicitly.
     const env = new nunjucks.Environment(new nunjucks.FileSystemLoader(opts.templatesDir), {
@@ -215,7 +270,8 @@ export class BootPlan {
       env,
       cache,
       cinderClient,
-      resolvers: { static: new StaticResolver(cache), cinder: cinderResolver },
+      ironic,
+      resolvers: { static: new StaticResolver(cache), cinder: cinderResolver, ironic: ironicResolver },
     };
   }
 
@@ -275,7 +331,73 @@ export class BootPlan {
     const own = normal === undefined ? undefined : this.state.byMac.get(normal);
     if (own) return own;
     const id = uuid ?? (normal === undefined ? undefined : this.machines.uuidOf(normal));
-    return id === undefined ? undefined : this.state.byUuid.get(id.toLowerCase());
+    const byUuid = id === undefined ? undefined : this.state.byUuid.get(id.toLowerCase());
+    if (byUuid || normal === undefined) return byUuid;
+    const cached = this.state.ironic?.cached(normal, id);
+    return cached ? this.ironicMachine(cached) : undefined;
+  }
+
+  /** An Ironic node as a machine of the inventory: its ports, system UUID, arch and iqn connector. */
+  private ironicMachine(verdict: NodeVerdict): Machine | undefined {
+    const ironic = this.state.opts.ironic;
+    if (verdict.kind !== "node" || !ironic) return undefined;
+    const n = verdict.node;
+    return {
+      name: n.name,
+      macs: n.macs,
+      uuid: n.systemUuid,
+      arch: n.arch,
+      image: ironic.image,
+      initiator_iqn: n.initiatorIqn,
+      loader: "shim",
+      volume: { resolver: "ironic", node: n.uuid },
+    };
+  }
+
+  /**
+   * Asks Ironic ahead of the boot about a machine DHCP just saw, so that GRUB's config request finds the
+   * answer cached. Inventory machines are not looked up.
+   */
+  anticipate(mac: string, uuid?: string): void {
+    const normal = normaliseMac(mac);
+    if (normal === undefined || !this.state.ironic || this.state.byMac.has(normal)) return;
+    const id = uuid ?? this.machines.uuidOf(normal);
+    if (id && this.state.byUuid.has(id)) return;
+    this.state.ironic.anticipate(normal, id);
+  }
+
+  /**
+   * With resolvers.cinder.detach_departed, removes the Cinder attachments of machines no longer in the
+   * inventory nor served by Ironic (`name`: only that machine's). Logged per attachment.
+   */
+  sweepDeparted(name?: string): void {
+    const cinder = this.state?.cinderClient;
+    if (!cinder || !this.state.opts.cinder?.detach_departed) return;
+    const served = new Set(this.state.byName.keys());
+    for (const { verdict } of this.memory.ironicNodes.values())
+      if (verdict.kind === "node") served.add(verdict.node.name);
+    for (const [key, attachmentId] of [...this.memory.attachments]) {
+      const slash = key.lastIndexOf("/");
+      const machine = key.slice(0, slash);
+      if (served.has(machine) || (name !== undefined && machine !== name)) continue;
+      const volumeId = key.slice(slash + 1);
+      cinder.deleteAttachment(attachmentId).then(
+        () => {
+          this.memory.attachments.delete(key);
+          this.memory.lastGood.delete(key);
+          this.memory.changed();
+          this.log.info(
+            { machine, volume_id: volumeId, attachment_id: attachmentId },
+            "cinder attachment removed: the machine left the inventory",
+          );
+        },
+        (err: unknown) =>
+          this.log.warn(
+            { machine, volume_id: volumeId, attachment_id: attachmentId, err: (err as Error).message },
+            "cinder attachment of a departed machine not removed (retried at the next reload)",
+          ),
+      );
+    }
   }
 
   isKnown(mac: string, uuid?: string): boolean {
@@ -291,9 +413,37 @@ export class BootPlan {
   private machineFor(mac: string): { machine: Machine; viaDefault: boolean } | undefined {
     const own = this.findMachine(mac);
     if (own) return { machine: own, viaDefault: false };
+    return this.defaultMachine();
+  }
+
+  private defaultMachine(): { machine: Machine; viaDefault: boolean } | undefined {
     const name = this.state.opts.boot.default_machine;
     const fallback = name === undefined ? undefined : this.state.byName.get(name);
     return fallback ? { machine: fallback, viaDefault: true } : undefined;
+  }
+
+  /**
+   * As machineFor, asking Ironic (its cache, else the API) about a MAC the inventory does not have. A
+   * node Ironic knows but does not serve is refused with its reason: it never gets the default machine.
+   */
+  private async locate(mac: string): Promise<Located | undefined> {
+    const state = this.state;
+    const own = state.byMac.get(mac);
+    const uuid = this.machines.uuidOf(mac);
+    const byUuid = uuid === undefined ? undefined : state.byUuid.get(uuid);
+    if (own ?? byUuid) return { machine: (own ?? byUuid) as Machine, viaDefault: false };
+    if (state.ironic) {
+      let answer: Awaited<ReturnType<IronicCatalog["lookup"]>>;
+      try {
+        answer = await state.ironic.lookup(mac, uuid);
+      } catch (err) {
+        return { refused: `MAC ${mac}: ironic lookup failed: ${(err as Error).message}` };
+      }
+      if (answer?.verdict.kind === "refused") return { refused: answer.verdict.reason };
+      const machine = answer ? this.ironicMachine(answer.verdict) : undefined;
+      if (machine) return { machine, viaDefault: false };
+    }
+    return this.defaultMachine();
   }
 
   /** The loader DHCP hands out for an architecture (shim), if configured. */
@@ -328,15 +478,23 @@ export class BootPlan {
    * machine and the field) when it cannot produce a complete, safe config.
    */
   async render(mac: string, arch?: BootArch): Promise<RenderResult> {
-    const state = this.state;
     const normal = normaliseMac(mac);
     if (normal === undefined)
       throw new UnresolvableMachineError(`${JSON.stringify(mac)} is not a MAC address`);
-    const found = this.machineFor(normal);
+    return this.renderLocated(normal, await this.locate(normal), arch);
+  }
+
+  private async renderLocated(
+    normal: string,
+    found: Located | undefined,
+    arch?: BootArch,
+  ): Promise<RenderResult> {
+    const state = this.state;
     if (!found)
       throw new UnresolvableMachineError(
-        `MAC ${normal} is not in the inventory and there is no boot.default_machine`,
+        `MAC ${normal} is not in the inventory${state.ironic ? " nor in Ironic" : ""} and there is no boot.default_machine`,
       );
+    if ("refused" in found) throw new UnresolvableMachineError(found.refused);
     const { machine, viaDefault } = found;
     const bootArch: BootArch = machine.arch ?? arch ?? "x64";
     const image = this.imageOf(machine);
@@ -344,7 +502,7 @@ export class BootPlan {
       throw new UnresolvableMachineError(
         `machine ${machine.name}: no image, so no initramfs flavour or kernel`,
       );
-    const resolver = machine.volume.resolver === "cinder" ? state.resolvers.cinder : state.resolvers.static;
+    const resolver = state.resolvers[machine.volume.resolver];
     if (!resolver)
       throw new UnresolvableMachineError(
         `machine ${machine.name}: no ${machine.volume.resolver} resolver configured`,
@@ -371,7 +529,7 @@ export class BootPlan {
       args = buildKernelArgs({
         flavour: image.config.flavour,
         target: { portals: resolved.portals, iqn: resolved.iqn, lun: resolved.lun, chap: resolved.chap },
-        initiatorIqn: machine.initiator_iqn,
+        initiatorIqn: resolved.initiatorIqn ?? machine.initiator_iqn,
         root: image.config.root,
         ip: image.config.ip,
         extraArgs: image.config.extra_args,
@@ -411,6 +569,7 @@ export class BootPlan {
       mac: normal,
       arch: bootArch,
       resolver: resolved.resolver,
+      detail: resolved.detail,
       flavour: image.config.flavour,
       grubConfig,
       ipxeScript,
@@ -465,11 +624,20 @@ export class BootPlan {
     client: string,
     kind: "grub" | "ipxe",
   ): Promise<TftpSource | undefined> {
-    this.checkOwner(mac, client);
+    const found = await this.locate(mac);
+    this.checkOwner(mac, client, found);
     try {
-      const result = await this.render(mac);
+      const result = await this.renderLocated(mac, found);
       this.log.info(
-        { mac, machine: result.machine, resolver: result.resolver, fallback: result.fallback, client, kind },
+        {
+          mac,
+          machine: result.machine,
+          resolver: result.resolver,
+          via: result.detail,
+          fallback: result.fallback,
+          client,
+          kind,
+        },
         "machine config generated",
       );
       return { kind: "data", data: Buffer.from(kind === "grub" ? result.grubConfig : result.ipxeScript) };
@@ -524,9 +692,8 @@ export class BootPlan {
    * still served, so proxy mode works without pins; one that may carry a secret (CHAP, or Cinder, whose
    * answer may add CHAP) is refused. Checked before rendering: a refused client causes no Cinder call.
    */
-  private checkOwner(mac: string, client: string): void {
-    const found = this.machineFor(mac);
-    if (!found) return; // nothing to serve: render() refuses it with the reason
+  private checkOwner(mac: string, client: string, found: Located | undefined): void {
+    if (!found || "refused" in found) return; // nothing to serve: renderLocated() refuses it with the reason
     const identity = identityFor(found.machine, found.viaDefault);
     const decision = this.machines.authorize(mac, client, identity);
     if (decision.allowed) return;
@@ -561,7 +728,7 @@ function identityFor(machine: Machine, viaDefault: boolean): OwnedIdentity {
   return viaDefault ? { name: machine.name } : { name: machine.name, address: machine.address };
 }
 
-/** A static volume with CHAP carries a secret; a Cinder volume may (its answer can name CHAP). */
+/** A static volume with CHAP carries a secret; a Cinder or Ironic volume may (its answer can name CHAP). */
 function mayCarrySecret(machine: Machine): boolean {
   return machine.volume.resolver !== "static" || machine.volume.chap !== undefined;
 }

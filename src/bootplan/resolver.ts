@@ -8,8 +8,10 @@ export interface BootFile {
 }
 
 /** What a machine needs to boot from its iSCSI root, whichever resolver found it. */
+export type ResolverName = "static" | "cinder" | "ironic";
+
 export interface ResolvedBoot {
-  resolver: "static" | "cinder";
+  resolver: ResolverName;
   portals: Portal[];
   iqn: string;
   lun: number;
@@ -18,6 +20,10 @@ export interface ResolvedBoot {
   initrd: BootFile;
   /** True when a stale answer was used because the source was unreachable. */
   fallback: boolean;
+  /** The initiator the target expects, when the source says (Ironic's iqn connector) rather than the inventory. */
+  initiatorIqn?: string | undefined;
+  /** Where the answer came from, for `netboot render` and the log (e.g. the Ironic node and target). */
+  detail?: string | undefined;
 }
 
 /** Per-request facts a resolver may use: the address DHCP gave the machine, its architecture. */
@@ -40,6 +46,6 @@ export interface NamedImage {
 
 /** Machine → iSCSI connection plus kernel and initrd. */
 export interface VolumeResolver {
-  readonly name: "static" | "cinder";
+  readonly name: ResolverName;
   resolve(machine: Machine, image: NamedImage | undefined, ctx: ResolveContext): Promise<ResolvedBoot>;
 }

@@ -39,10 +39,13 @@ export async function commandCheckConfig(
   const machines = config.machines ?? [];
   out.push(`machines:  ${machines.length}`);
   for (const m of machines) {
+    const v = m.volume;
     const volume =
-      m.volume.resolver === "cinder"
-        ? `cinder volume ${m.volume.volume_id}`
-        : `static ${m.volume.iqn} lun ${m.volume.lun}`;
+      v.resolver === "cinder"
+        ? `cinder volume ${v.volume_id}`
+        : v.resolver === "ironic"
+          ? `ironic node ${v.node}`
+          : `static ${v.iqn} lun ${v.lun}`;
     out.push(
       `           ${m.name} ${m.macs.join(",")} arch ${m.arch ?? "(from DHCP)"} image ${m.image ?? "(default)"}: ${volume}`,
     );
@@ -51,6 +54,15 @@ export async function commandCheckConfig(
     "static",
     ...(config.resolvers.cinder
       ? [`cinder (${config.resolvers.cinder.auth_url}, ${config.resolvers.cinder.auth.type})`]
+      : []),
+    ...(config.resolvers.ironic
+      ? [
+          `ironic (microversion ${config.resolvers.ironic.microversion}, image ${config.resolvers.ironic.image}, capabilities ${Object.entries(
+            config.resolvers.ironic.select.capabilities,
+          )
+            .map(([k, val]) => `${k}:${val}`)
+            .join(",")})`,
+        ]
       : []),
   ];
   out.push(`resolvers: ${resolvers.join(", ")}`);

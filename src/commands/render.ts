@@ -45,7 +45,7 @@ export async function commandRender(values: Record<string, string | boolean | un
     `kernel:    /${result.kernelPath} <- ${result.kernelFile}`,
     `initrd:    /${result.initrdPath} <- ${result.initrdFile}`,
     `flavour:   ${result.flavour}`,
-    `resolver:  ${result.resolver}${result.fallback ? " (last known good: OpenStack unreachable)" : ""}`,
+    `resolver:  ${result.resolver}${result.detail ? `: ${result.detail}` : ""}${result.fallback ? " (last known good: OpenStack unreachable)" : ""}`,
     `cmdline:   ${mask(result.cmdline)} (${result.cmdline.length} bytes)`,
   ];
   process.stderr.write(`${info.join("\n")}\n`);

@@ -167,7 +167,27 @@ function semanticIssues(config: Config, source: YamlSource): ConfigIssue[] {
         ),
       );
     }
+    if (machine.volume.resolver === "ironic" && config.resolvers.ironic === undefined) {
+      issues.push(
+        source.issue(
+          ["machines", i, "volume", "resolver"],
+          "uses ironic but resolvers.ironic is not configured",
+        ),
+      );
+    }
   });
+  const ironic = config.resolvers.ironic;
+  if (ironic && config.resolvers.cinder === undefined)
+    issues.push(
+      source.issue(
+        ["resolvers", "ironic"],
+        "needs resolvers.cinder: Ironic is reached with its Keystone credentials",
+      ),
+    );
+  if (ironic && !(ironic.image in config.images))
+    issues.push(
+      source.issue(["resolvers", "ironic", "image"], `image "${ironic.image}" is not defined under images:`),
+    );
   return issues;
 }
 

@@ -1,6 +1,12 @@
 import { z } from "zod";
 import { adminConfigSchema } from "../admin/config.js";
-import { bootConfigSchema, cinderSchema, imagesSchema, machinesSchema } from "../bootplan/config.js";
+import {
+  bootConfigSchema,
+  cinderSchema,
+  imagesSchema,
+  ironicSchema,
+  machinesSchema,
+} from "../bootplan/config.js";
 import { dhcpConfigSchema } from "../dhcp/config.js";
 import { httpConfigSchema } from "../http/config.js";
 import { sessionsConfigSchema } from "../machines/config.js";
@@ -33,7 +39,9 @@ export const configSchema = z.strictObject({
   machines: machinesSchema.optional(),
   /** A separate YAML file holding the `machines:` list (relative to this config file). */
   inventory: z.string().min(1).optional(),
-  resolvers: z.strictObject({ cinder: cinderSchema.optional() }).prefault({}),
+  resolvers: z
+    .strictObject({ cinder: cinderSchema.optional(), ironic: ironicSchema.optional() })
+    .prefault({}),
 });
 
 export type Config = z.output<typeof configSchema>;

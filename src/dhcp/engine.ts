@@ -225,6 +225,7 @@ export class DhcpEngine {
       ip: ex.ip,
       archCode: ex.archCode,
       file: ex.file,
+      uuid: ex.uuid,
     });
     if (out) this.counters.replies++;
     return out;

@@ -19,6 +19,8 @@ export interface DhcpEvent {
   archCode?: number | undefined;
   /** The boot file (path or URL) the answer named. */
   file?: string | undefined;
+  /** The client's SMBIOS UUID (option 97), when it sent one. */
+  uuid?: string | undefined;
 }
 
 export type FileOutcome =

@@ -109,6 +109,8 @@ export class MachineState {
     const m = this.opts.metrics;
     if (e.kind === "dhcp") {
       m?.dhcpMessages.inc({ type: e.message, outcome: e.outcome });
+      // Option 97 makes the SMBIOS UUID a lookup key for the boot plan, beside the MAC.
+      if (e.uuid) this.registry.noteUuid(e.mac, e.uuid);
       if (this.opts.record === false) return;
       // For attributing files only, never for ownership (that is MachineRegistry's, from leases): in proxy
       // mode the address the client claims in its REQUEST to the site's server ("learned") is all there is.

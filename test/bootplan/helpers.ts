@@ -6,7 +6,13 @@ import { Writable } from "node:stream";
 import { type Logger, pino } from "pino";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { bootConfigSchema, cinderSchema, imagesSchema, machinesSchema } from "../../src/bootplan/config.js";
+import {
+  bootConfigSchema,
+  cinderSchema,
+  imagesSchema,
+  ironicSchema,
+  machinesSchema,
+} from "../../src/bootplan/config.js";
 import type { BootPlanOptions } from "../../src/bootplan/plan.js";
 import { LeaseStore } from "../../src/dhcp/leases.js";
 import { type DhcpRole, MachineRegistry } from "../../src/machines/registry.js";
@@ -56,13 +62,13 @@ const sectionsSchema = z.strictObject({
   boot: bootConfigSchema,
   images: imagesSchema,
   machines: machinesSchema,
-  resolvers: z.strictObject({ cinder: cinderSchema.optional() }).optional(),
+  resolvers: z.strictObject({ cinder: cinderSchema.optional(), ironic: ironicSchema.optional() }).optional(),
 });
 
 /** Parses the boot plan sections of a YAML config as the appliance config will. */
 export function planOptionsFromYaml(
   yaml: string,
-  extra: { cacheDir: string; logger: Logger; tftpRoot?: string },
+  extra: { cacheDir: string; logger: Logger; tftpRoot?: string; stateDir?: string },
 ): BootPlanOptions {
   const parsed = sectionsSchema.parse(parseYaml(yaml));
   return {
@@ -70,7 +76,9 @@ export function planOptionsFromYaml(
     images: parsed.images,
     machines: parsed.machines,
     cinder: parsed.resolvers?.cinder,
+    ironic: parsed.resolvers?.ironic,
     cacheDir: extra.cacheDir,
+    stateDir: extra.stateDir,
     templatesDir: TEMPLATES_DIR,
     tftpRoot: extra.tftpRoot,
     logger: extra.logger,

@@ -2,9 +2,10 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { createIronicFake, type FakeIronic, type FakeIronicOptions } from "./ironic-fake.js";
 
 /**
- * A local Keystone v3 + Cinder v3 + Glance v2 server for tests and the QEMU lab, shaped as the
+ * A local Keystone v3 + Cinder v3 + Glance v2 (+ Ironic v1, see ironic-fake.ts) server for tests and the QEMU lab, shaped as the
  * OpenStack API references give the calls the appliance makes (a real Cinder cannot run here: its
  * LVM driver needs device-mapper). Layout as devstack: /identity, /volume/v3/<project>, /image.
  *
@@ -79,6 +80,8 @@ export interface FakeOptions {
   /** false: an old cloud without the attachments API (404 on /attachments). */
   attachmentsApi?: boolean;
   maxMicroversion?: string;
+  /** Serve Ironic at /baremetal, with a `baremetal` catalog entry. */
+  ironic?: FakeIronicOptions;
 }
 
 export interface FakeCall {
@@ -105,6 +108,8 @@ export interface OpenStackFake {
   /** Image ids registered for a volume's kernelFile/initrdFile. */
   imageIdsOf(volumeId: string): { kernelId?: string; ramdiskId?: string };
   attachments(): { id: string; volumeId: string; connector: unknown; status: string }[];
+  /** The Ironic fake, when `ironic` was given. */
+  ironic: FakeIronic | undefined;
   close(): Promise<void>;
 }
 
@@ -123,6 +128,7 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
   const ttl = opts.tokenTtlSeconds ?? 3600;
   const maxMicroversion = opts.maxMicroversion ?? "3.70";
   const attachmentsApi = opts.attachmentsApi ?? true;
+  const ironic = opts.ironic ? createIronicFake(opts.ironic) : undefined;
 
   const tokens = new Map<string, number>();
   const volumes = new Map<string, FakeVolume & { kernelId?: string; ramdiskId?: string }>();
@@ -195,6 +201,16 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
         endpoints: ep(`${base}/volume/v3/${projectId}`),
       },
       { id: randomBytes(16).toString("hex"), type: "image", name: "glance", endpoints: ep(`${base}/image`) },
+      ...(ironic
+        ? [
+            {
+              id: randomBytes(16).toString("hex"),
+              type: "baremetal",
+              name: "ironic",
+              endpoints: ep(`${base}/baremetal`),
+            },
+          ]
+        : []),
     ];
   };
 
@@ -390,6 +406,13 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
       return 401;
     }
 
+    // ---- Ironic v1
+    const bare = ironic?.handle(method, req.url ?? path, req.headers, base);
+    if (bare) {
+      send(res, bare.status, bare.body, bare.headers);
+      return bare.status;
+    }
+
     // ---- Cinder v3
     const volumePrefix = `/volume/v3/${projectId}`;
     if (path.startsWith(`${volumePrefix}/`)) {
@@ -533,6 +556,11 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
         if (one && !att) {
           send(res, 404, errorBody(404, `VolumeAttachment ${one[1]} could not be found.`));
           return 404;
+        }
+        if (att && one && !one[2] && method === "DELETE") {
+          attachments.delete(att.id);
+          send(res, 200, {});
+          return 200;
         }
         if (att && one && !one[2] && method === "PUT") {
           const connector = (body as { attachment?: { connector?: unknown } })?.attachment?.connector;
@@ -725,6 +753,7 @@ export async function startOpenStackFake(opts: FakeOptions = {}): Promise<OpenSt
       return out;
     },
     attachments: () => [...attachments.values()],
+    ironic,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -91,7 +91,7 @@ export class CinderClient {
     private readonly override?: string,
   ) {}
 
-  private call(method: "GET" | "POST" | "PUT", path: string, json?: unknown, retries?: number) {
+  private call(method: "GET" | "POST" | "PUT" | "DELETE", path: string, json?: unknown, retries?: number) {
     return this.session.call(BLOCK_STORAGE_TYPES, method, path, {
       json,
       headers: volumeHeaders(this.microversion),
@@ -165,6 +165,16 @@ export class CinderClient {
         "cinder os-complete failed (connection info still used)",
       );
     return { attachmentId: id, connection };
+  }
+
+  /** Removes an attachment (3.27): the volume is no longer exported to that machine. 404 counts as done. */
+  async deleteAttachment(attachmentId: string): Promise<void> {
+    const res = await this.call("DELETE", `/attachments/${encodeURIComponent(attachmentId)}`);
+    if (res.status !== 200 && res.status !== 204 && res.status !== 404)
+      throw new OpenStackHttpError(
+        `attachment delete ${attachmentId}: HTTP ${res.status} ${errorMessage(res.body)}`.trim(),
+        res.status,
+      );
   }
 
   /** The pre-3.27 action API: exports the volume to the connector's initiator. */

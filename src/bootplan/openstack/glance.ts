@@ -12,6 +12,9 @@ export interface GlanceImage {
   /** Legacy md5 "checksum", used only when there is no multihash. */
   checksum: string | undefined;
   updatedAt: string | undefined;
+  /** A whole-disk or partition image's separate kernel and ramdisk (image properties), as Ironic reads them. */
+  kernelId: string | undefined;
+  ramdiskId: string | undefined;
 }
 
 /** Glance v2: image show and the data download. */
@@ -44,6 +47,8 @@ export class GlanceClient {
       hashValue: str(b.os_hash_value),
       checksum: str(b.checksum),
       updatedAt: str(b.updated_at),
+      kernelId: str(b.kernel_id),
+      ramdiskId: str(b.ramdisk_id),
     };
   }
 

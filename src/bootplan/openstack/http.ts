@@ -65,6 +65,8 @@ async function exchange(
     retry: { limit: 0 },
     timeout: { request: opts.timeoutMs },
   });
+  // got's request stream is writable for methods that may carry a body: without one, end it (DELETE).
+  if (opts.json === undefined && opts.method !== "GET" && opts.method !== "HEAD") stream.end();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let bytes = 0;

@@ -36,6 +36,7 @@ interface Token {
 /** Cinder's catalog type and its historical aliases, in the order keystoneauth prefers them. */
 export const BLOCK_STORAGE_TYPES = ["block-storage", "volumev3", "volumev2", "volume"];
 export const IMAGE_TYPES = ["image"];
+export const BAREMETAL_TYPES = ["baremetal"];
 
 /** Refresh this long before the token's expiry, so a request never carries a token about to lapse. */
 const EXPIRY_MARGIN_MS = 60_000;

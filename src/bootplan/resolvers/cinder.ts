@@ -13,18 +13,7 @@ import {
   UnresolvableMachineError,
   type VolumeResolver,
 } from "../resolver.js";
-
-/** What the resolver remembers between boots; kept across config reloads. */
-export interface CinderMemory {
-  /** machine/volume → attachment id, so a reboot updates its attachment instead of making another. */
-  attachments: Map<string, string>;
-  /** machine/volume → last good answer, used while OpenStack is unreachable. */
-  lastGood: Map<string, ResolvedBoot>;
-}
-
-export function newCinderMemory(): CinderMemory {
-  return { attachments: new Map(), lastGood: new Map() };
-}
+import { ephemeralMemory, type ResolverMemory } from "../resolver-memory.js";
 
 const PLATFORM = { x64: "x86_64", aa64: "aarch64" } as const;
 
@@ -38,11 +27,12 @@ export class CinderResolver implements VolumeResolver {
   private readonly attachments: Map<string, string>;
   private readonly lastGood: Map<string, ResolvedBoot>;
 
+  /** `memory` outlives reloads and, with a state directory, restarts. */
   constructor(
     private readonly cinder: CinderClient,
     private readonly cache: ImageCache,
     private readonly logger: Logger,
-    memory: CinderMemory = newCinderMemory(),
+    private readonly memory: ResolverMemory = ephemeralMemory(),
   ) {
     this.attachments = memory.attachments;
     this.lastGood = memory.lastGood;
@@ -56,6 +46,7 @@ export class CinderResolver implements VolumeResolver {
     try {
       const resolved = await this.resolveOnline(machine, volume.volume_id, image, ctx);
       this.lastGood.set(key, { ...resolved, fallback: false });
+      this.memory.changed();
       return resolved;
     } catch (err) {
       if (err instanceof UnresolvableMachineError) throw err;
@@ -94,7 +85,10 @@ export class CinderResolver implements VolumeResolver {
     let connection: IscsiConnection;
     const attached = await this.cinder.attach(volumeId, connector, this.attachments.get(key));
     if (attached) {
-      this.attachments.set(key, attached.attachmentId);
+      if (this.attachments.get(key) !== attached.attachmentId) {
+        this.attachments.set(key, attached.attachmentId);
+        this.memory.changed();
+      }
       connection = attached.connection;
     } else {
       connection = await this.cinder.initializeConnection(volumeId, connector);
