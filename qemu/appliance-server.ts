@@ -21,6 +21,12 @@ export interface ApplianceServerOptions {
    * the kernel and initrd come from Glance through the appliance's cache.
    */
   cinder?: boolean;
+  /**
+   * The machine is not in the inventory at all: the appliance finds it in Ironic (the fake, beside the
+   * Cinder one) by its MAC, with its iqn connector and a boot volume target whose properties policy masks,
+   * so the volume is resolved through Cinder as Ironic itself would. Implies `cinder`.
+   */
+  ironic?: boolean;
   /** The machine's first-stage loader: `shim` (signed, TFTP) or `ipxe` (kernel and initrd over HTTP). */
   loader?: "shim" | "ipxe";
   /**
@@ -42,6 +48,7 @@ const LAB_ADMIN_PORT = 9090;
 /** The lab's admin token: a throw-away namespace, so a fixed one is fine. */
 export const LAB_ADMIN_TOKEN = "nblab-admin-token-0123456789";
 const VOLUME_ID = "5b7ae3a5-0c8f-4a57-9d0e-6f1e2d3c4b5a";
+const IRONIC_NODE = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 
 function staticVolume(v: RootVolume): Record<string, unknown> {
   return {
@@ -147,7 +154,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
       };
       let resolvers: Record<string, unknown> | undefined;
       let openstack: Awaited<ReturnType<typeof startJsonHelper>> | undefined;
-      if (opts.cinder) {
+      if (opts.cinder || opts.ironic) {
         const connection = {
           driver_volume_type: "iscsi",
           target_portal: `${volume.portalIp}:${volume.port}`,
@@ -160,6 +167,28 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
         const fakeOptions = {
           volumes: [{ id: VOLUME_ID, connection, kernelFile: boot.kernel, initrdFile: boot.initrd }],
           password: "lab-keystone-secret",
+          ...(opts.ironic
+            ? {
+                ironic: {
+                  maskTargetProperties: true,
+                  nodes: [
+                    {
+                      uuid: IRONIC_NODE,
+                      name: MACHINE,
+                      properties: {
+                        capabilities: "iscsi_boot:True,boot_mode:uefi",
+                        cpu_arch: boot.arch === "aa64" ? "aarch64" : "x86_64",
+                      },
+                      ports: [ctx.mac],
+                      connectors: [{ type: "iqn", connector_id: volume.initiatorIqn }],
+                      targets: [
+                        { volume_type: "iscsi", boot_index: 0, volume_id: VOLUME_ID, properties: connection },
+                      ],
+                    },
+                  ],
+                },
+              }
+            : {}),
         };
         openstack = await startJsonHelper(
           ctx,
@@ -178,6 +207,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
               project_name: "baremetal",
             },
           },
+          ...(opts.ironic ? { ironic: { image: "lab" } } : {}),
         };
       } else {
         image.kernel = { path: boot.kernel };
@@ -221,7 +251,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
           grub: { timeout: 0 },
         },
         images: { lab: image },
-        machines: [machine],
+        machines: opts.ironic ? [] : [machine],
         ...(resolvers ? { resolvers } : {}),
       };
       const configFile = join(workDir, "netboot.yaml");
@@ -253,13 +283,13 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
         throw new Error(`netboot serve did not start: ${recent.join(" | ")}`);
       }
       logger.info(
-        { appliancePid: d.pid, config: configFile, mode, cinder: !!opts.cinder },
+        { appliancePid: d.pid, config: configFile, mode, cinder: !!opts.cinder, ironic: !!opts.ironic },
         "appliance ready",
       );
       const adminUrl = `http://${net.serverIp}:${LAB_ADMIN_PORT}`;
       opts.onAdmin?.({ url: adminUrl, token: LAB_ADMIN_TOKEN, ns: net.ns });
       return {
-        name: `netboot-appliance (${mode}${opts.cinder ? ", cinder" : ""}${loader === "ipxe" ? ", ipxe" : ""})`,
+        name: `netboot-appliance (${mode}${opts.ironic ? ", ironic" : opts.cinder ? ", cinder" : ""}${loader === "ipxe" ? ", ipxe" : ""})`,
         pid: d.pid,
         items,
         stop: async () => {

@@ -2,7 +2,7 @@
  * One lab boot from the command line (used by qemu/demo.sh):
  *   node dist/qemu/boot.js [--arch x64|aa64] [--flavour initramfs-tools|dracut] [--secure-boot]
  *        [--chap USER:PASSWORD] [--systemd] [--loaders DIR] [--out DIR] [--time-limit SECONDS] [--json]
- *        [--server appliance|appliance-proxy|appliance-cinder|dnsmasq]
+ *        [--server appliance|appliance-proxy|appliance-cinder|appliance-ironic|dnsmasq]
  * The default server is the appliance (`netboot serve`); dnsmasq is the reference boot.
  * Prints the boot's timeline table; exit 0 when the root filesystem's marker was seen.
  */
@@ -47,6 +47,7 @@ const servers: Record<string, BootServerFactory> = {
   appliance: applianceServer(),
   "appliance-proxy": applianceServer({ dhcpMode: "proxy" }),
   "appliance-cinder": applianceServer({ cinder: true }),
+  "appliance-ironic": applianceServer({ ironic: true }),
   dnsmasq: dnsmasqServer,
 };
 const server = servers[values.server];

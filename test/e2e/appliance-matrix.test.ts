@@ -165,6 +165,23 @@ const rows: Row[] = [
     "9. aarch64 UEFI HTTP boot (AAVMF's PXE off): Debian 13's arm64 iPXE, everything over HTTP",
     "aa64",
   ),
+  {
+    name: "10. Ironic resolver: node by MAC (ports), iqn connector, masked boot target through Cinder, x64",
+    arch: "x64",
+    image: "debian12-x64-initramfs",
+    boot: {},
+    server: { ironic: true },
+    check: (r, calls) => {
+      expect(calls.some((c) => c.path === "/baremetal/v1/ports" && c.status === 200)).toBe(true);
+      expect(calls.some((c) => /^\/baremetal\/v1\/nodes\/[^/]+\/volume\/targets$/.test(c.path))).toBe(true);
+      expect(calls.some((c) => /^\/baremetal\/v1\/nodes\/[^/]+\/volume\/connectors$/.test(c.path))).toBe(
+        true,
+      );
+      // The masked target was resolved through Cinder's attachments API; the kernel came from Glance.
+      expect(calls.some((c) => c.method === "POST" && c.path.endsWith("/attachments"))).toBe(true);
+      expect(r.servedFiles.filter((f) => f.startsWith("glance/")).length).toBe(2);
+    },
+  },
 ];
 
 afterAll(() => {

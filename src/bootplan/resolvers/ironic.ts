@@ -78,7 +78,12 @@ export class IronicResolver implements VolumeResolver {
         volume: { resolver: "cinder", volume_id: node.target.volumeId },
       };
       const viaCinder = await this.cinder.resolve(asCinder, image, ctx);
-      connection = { portals: viaCinder.portals, iqn: viaCinder.iqn, lun: viaCinder.lun, chap: viaCinder.chap };
+      connection = {
+        portals: viaCinder.portals,
+        iqn: viaCinder.iqn,
+        lun: viaCinder.lun,
+        chap: viaCinder.chap,
+      };
       cinderFiles = viaCinder;
       fallback ||= viaCinder.fallback;
       detail = `${via}, target ${node.targetUuid} masked: Cinder volume ${node.target.volumeId}`;
