@@ -13,6 +13,9 @@ import {
   encodePacket,
   macToChaddr,
 } from "../../src/dhcp/packet.js";
+import type { DhcpEvent } from "../../src/machines/events.js";
+import { MachineRegistry } from "../../src/machines/registry.js";
+import { MachineState } from "../../src/machines/state.js";
 import { captureLogger } from "../bootplan/helpers.js";
 import { tempDir } from "./helpers/netns.js";
 
@@ -91,6 +94,52 @@ async function dora(e: DhcpEngine, mac: string): Promise<DhcpPacket | undefined>
 }
 
 describe("DHCP engine", () => {
+  it("hands option 97 (the SMBIOS UUID) to machine state, which makes it a lookup key for the MAC", async () => {
+    const store = await LeaseStore.open(tempDir("nbdh-uuid-"), logger);
+    stores.push(store);
+    const events: DhcpEvent[] = [];
+    const registry = new MachineRegistry({ role: "full", leases: store });
+    const state = new MachineState({
+      registry,
+      nameOf: () => undefined,
+      roleOf: () => "other",
+      stateDir: tempDir("nbdh-uuid-state-"),
+      limits: { perMachine: 3, total: 10, stallAfterMs: 1000 },
+      logger,
+    });
+    const e = new DhcpEngine({
+      config: dhcpConfigSchema.parse(input),
+      store,
+      bootPolicy: makeBootPolicy({ loaders: { x64: { shim: "x64/shimx64.efi" } }, nextServer: "10.0.0.1" }),
+      logger,
+      onExchange: (ev) => {
+        events.push(ev);
+        state.record(ev);
+      },
+    });
+    const uuid = Buffer.concat([Buffer.from([0]), Buffer.from("4C4C4544004235108052B3C04F4A3032", "hex")]);
+    const offer = await exchange(
+      e,
+      packet(MessageType.Discover, "02:00:00:00:00:97", [
+        [Opt.ClientUuid, uuid],
+        [Opt.ClientArch, Buffer.from([0, 7])],
+        [Opt.VendorClass, Buffer.from("PXEClient:Arch:00007:UNDI:003016")],
+      ]),
+    );
+    expect(offer?.reply.options.get(Opt.ClientUuid)).toEqual(uuid);
+    expect(events[0]?.uuid).toBe("4c4c4544-0042-3510-8052-b3c04f4a3032");
+    expect(registry.uuidOf("02:00:00:00:00:97")).toBe("4c4c4544-0042-3510-8052-b3c04f4a3032");
+    // A malformed option 97 (wrong length) is not a UUID: nothing is noted.
+    await exchange(
+      e,
+      packet(MessageType.Discover, "02:00:00:00:00:98", [
+        [Opt.ClientUuid, Buffer.from([0, 1, 2])],
+        [Opt.VendorClass, Buffer.from("PXEClient:Arch:00007:UNDI:003016")],
+      ]),
+    );
+    expect(registry.uuidOf("02:00:00:00:00:98")).toBeUndefined();
+  });
+
   it("keeps bindings across a restart and renews by ciaddr (unicast)", async () => {
     const { e, store, dir } = await engine();
     const ack = await dora(e, "02:00:00:00:00:01");
