@@ -7,7 +7,7 @@
  *   4. grub/grub.cfg, then the machine's own grub/<MAC>.conf; kernel and initrd, at blksize 1024 in
  *      lockstep (GRUB's own TFTP).
  * Each download is checked against the size it should have. The script prints one line:
- *   ok <total ms> dhcp=<ms> shim=<ms> grub=<ms> kernel=<ms> initrd=<ms>      or      fail <step> <ms>
+ *   ok <total ms> dhcp=<ms> shim=<ms> grub=<ms> kernel=<ms> initrd=<ms>   or   fail <step> <ms> <client's words>
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -95,7 +95,8 @@ S=${server}
 now() { date +%s%3N; }
 T0=$(now)
 REPORT=""
-fail() { echo "fail $1 $(( $(now) - T0 ))"; exit 1; }
+# The client's own last words go with a failure (one line), so a report says why, not only where.
+fail() { echo "fail $1 $(( $(now) - T0 )) $(tail -n 3 "$OUT/log" 2>/dev/null | tr -s '\n\t' '  ' | cut -c1-200)"; exit 1; }
 get() {
   step=$1; path=$2; size=$3; shift 3
   t=$(now)
@@ -106,10 +107,10 @@ get() {
 }
 mkdir -p "$OUT"
 t=$(now)
-udhcpc -i eth0 -n -q -f -t 10 -T 2 -s ${hook} -x 0x5d:0007 -V PXEClient:Arch:00007:UNDI:003016 >/dev/null 2>&1 || fail dhcp
+udhcpc -i eth0 -n -q -f -t 10 -T 2 -s ${hook} -x 0x5d:0007 -V PXEClient:Arch:00007:UNDI:003016 >"$OUT/log" 2>&1 || fail dhcp
 REPORT="dhcp=$(( $(now) - t ))"
 t=$(now)
-/usr/bin/python3 ${probe} $S x64/shimx64.efi 1468 || fail probe
+/usr/bin/python3 ${probe} $S x64/shimx64.efi 1468 >"$OUT/log" 2>&1 || fail probe
 REPORT="$REPORT probe=$(( $(now) - t ))"
 ${gets}
 echo "ok $(( $(now) - T0 )) $REPORT"

@@ -136,7 +136,9 @@ describe.skipIf(!haveClients)("duplicating and reordering relay", () => {
       const logged = () => lines.filter((l) => l.msg === "tftp transfer");
       for (let i = 0; i < 100 && logged().length < expected.length; i++)
         await new Promise((r) => setTimeout(r, 50));
-      expect(logged().map((l) => l.outcome)).toEqual(expected);
+      // As a multiset: an aborted attempt's ERROR can reach the server after the next client's transfer ended
+      // (the relay holds and reorders datagrams), so the log's order is not the clients' order.
+      expect(logged().map((l) => String(l.outcome)).sort()).toEqual([...expected].sort());
     } finally {
       relay.close();
       await server.close();
