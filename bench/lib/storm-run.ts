@@ -44,7 +44,12 @@ export function parseMachineLine(line: string): MachineOutcome {
   const [word, second, third, ...rest] = line.trim().split(/\s+/);
   if (word === "fail") {
     const why = rest.join(" ");
-    return { ok: false, failedStep: `${second ?? "?"}${why ? ` (${why})` : ""}`, totalMs: Number(third), steps: {} };
+    return {
+      ok: false,
+      failedStep: `${second ?? "?"}${why ? ` (${why})` : ""}`,
+      totalMs: Number(third),
+      steps: {},
+    };
   }
   if (word !== "ok")
     return { ok: false, failedStep: `no report (${line.trim().slice(0, 80)})`, totalMs: 0, steps: {} };

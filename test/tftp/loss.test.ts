@@ -138,7 +138,11 @@ describe.skipIf(!haveClients)("duplicating and reordering relay", () => {
         await new Promise((r) => setTimeout(r, 50));
       // As a multiset: an aborted attempt's ERROR can reach the server after the next client's transfer ended
       // (the relay holds and reorders datagrams), so the log's order is not the clients' order.
-      expect(logged().map((l) => String(l.outcome)).sort()).toEqual([...expected].sort());
+      expect(
+        logged()
+          .map((l) => String(l.outcome))
+          .sort(),
+      ).toEqual([...expected].sort());
     } finally {
       relay.close();
       await server.close();
