@@ -29,7 +29,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { packageRoot } from "../src/package-root.js";
 import { markdownTable, mib, ratio } from "./lib/report.js";
-import { writeMachineScript } from "./lib/storm-machine.js";
+import { type StormTftpClient, writeMachineScript } from "./lib/storm-machine.js";
 import { createStormNet, FLOOD_ADDRESS, STORM_SERVER_ADDRESS, type StormNet } from "./lib/storm-net.js";
 import { runStorm, type StormResult } from "./lib/storm-run.js";
 import {
@@ -102,7 +102,12 @@ interface Setup {
 }
 
 /** Both servers' files and the machine scripts (the expected sizes differ: each serves its own configs). */
-async function prepare(dir: string, inputs: StormInputs, net: StormNet): Promise<Setup> {
+async function prepare(
+  dir: string,
+  inputs: StormInputs,
+  net: StormNet,
+  client: StormTftpClient,
+): Promise<Setup> {
   mkdirSync(dir, { recursive: true });
   const configFile = applianceConfig(dir, inputs, net);
   const dnsRoot = await dnsmasqRoot(dir, configFile, inputs, net);
@@ -110,7 +115,7 @@ async function prepare(dir: string, inputs: StormInputs, net: StormNet): Promise
   const scriptFor = (name: string, root: string) => {
     const sub = join(dir, `${name}-script`);
     mkdirSync(sub, { recursive: true });
-    return writeMachineScript(sub, STORM_SERVER_ADDRESS, serverSequence(root, mac));
+    return writeMachineScript(sub, STORM_SERVER_ADDRESS, serverSequence(root, mac), client);
   };
   // The appliance serves the same rendered configs; its TFTP root has only the loaders.
   return {
@@ -188,9 +193,10 @@ async function main(): Promise<void> {
     });
   }
   variants.splice(0, variants.length, ...variants.filter((v) => CORES.has(v.cores === "0" ? "1" : "2")));
-  const real = await prepare(join(work, "real"), REAL, net);
+  const real = await prepare(join(work, "real"), REAL, net, "atftp");
+  // Under loss the files are fetched as firmware does (atftp aborts on a repeated OACK).
   const scaled = ROWS.has("loss")
-    ? await prepare(join(work, "scaled"), scaledInputs(join(work, "scaled-in")), net)
+    ? await prepare(join(work, "scaled"), scaledInputs(join(work, "scaled-in")), net, "firmware")
     : undefined;
   const results: Record<string, Record<StormServerName, StormResult[]>> = {};
   try {
@@ -205,7 +211,7 @@ async function main(): Promise<void> {
           const res = await storm(name, v, setup, net, join(work, v.loss ? "scaled" : "real"));
           results[v.label]?.[name].push(res);
           console.log(
-            `${v.label} ${name} #${r + 1}: ${res.wallS.toFixed(1)} s, failed ${res.failed}, cpu ${res.serverCpuS.toFixed(1)} s, retransmits ${res.retransmits}, rss ${mib(res.peakRssBytes)} MiB${res.flood ? `, flood ${Math.round(res.flood.sentPerS)}/s sent ${Math.round(res.flood.answeredPerS)}/s answered` : ""}${res.failures.length ? ` [${res.failures.slice(0, 5).join("; ")}]` : ""}`,
+            `${v.label} ${name} #${r + 1}: ${res.wallS.toFixed(1)} s, failed ${res.failed}, cpu ${res.serverCpuS.toFixed(1)} s, retransmits ${res.retransmits}, receive drops ${res.receiveDrops}, rss ${mib(res.peakRssBytes)} MiB${res.flood ? `, flood ${Math.round(res.flood.sentPerS)}/s sent ${Math.round(res.flood.answeredPerS)}/s answered` : ""}${res.failures.length ? ` [${res.failures.slice(0, 5).join("; ")}]` : ""}`,
           );
         }
       }
@@ -298,7 +304,7 @@ function report(
     `${meta.cpu} · ${meta.cores} cores, shared by the server and all clients · ${meta.dnsmasq} · ${(bytesPerBoot / 1e6).toFixed(1)} MB per boot (shim, GRUB, two configs, kernel, initrd) · load average ${meta.loadavg1mBefore} before, ${meta.loadavg1mAfter} after`,
     "",
     "Each machine: udhcpc (option 93 = 7), a tsize probe, shim at blksize 1468 windowsize 4, GRUB at 512 windowsize 4, grub.cfg and its own config, kernel and initrd at 1024 in lockstep (atftp). Time: until the last machine has its initrd. CPU: the server's utime + stime over the storm. Retransmits: server datagrams beyond a loss-free storm's, counted by nftables. Medians of the runs; runs of the two servers interleaved.",
-    `Loss rows: ${LOSS_PERCENT}% of frames dropped each way on every machine's bridge port, every file cut to 1/${1 / LOSS_SCALE} of its size (lockstep at a 1 s timeout would take hours for the real initrd).`,
+    `Loss rows: ${LOSS_PERCENT}% of frames dropped each way on every machine's bridge port, every file cut to 1/${1 / LOSS_SCALE} of its size (lockstep at a 1 s timeout would take hours for the real initrd), fetched by bench/lib/firmware-tftp.ts, which retries as EDK2 and GRUB do (atftp aborts when an OACK is sent again after a lost ACK 0).`,
     "",
     markdownTable(
       [

@@ -1,7 +1,8 @@
 /**
  * One machine of the boot storm, played by real clients in the machine's namespace: what OVMF, shim and
  * GRUB do on the wire, in order.
- *   1. udhcpc as a UEFI PXE client (option 93, PXEClient vendor class); the bound address goes on eth0;
+ *   1. udhcpc as a UEFI PXE client (option 93, PXEClient vendor class), started again until 60 s have
+ *      passed as EDK2 retries; the bound address goes on eth0;
  *   2. a tsize probe of shim (RRQ with tsize and blksize, OACK, then ERROR 8, as EDK2's MTFTP does);
  *   3. shim at blksize 1468, windowsize 4; GRUB at 512, windowsize 4 (shim's PXE base code reads);
  *   4. grub/grub.cfg, then the machine's own grub/<MAC>.conf; kernel and initrd, at blksize 1024 in
@@ -11,6 +12,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { FIRMWARE_TFTP_PY } from "./firmware-tftp.js";
 
 export interface StormFile {
   /** The step's name in the script's report. */
@@ -66,8 +68,19 @@ for attempt in range(6):
 sys.exit(1)
 `;
 
+/**
+ * Who downloads the files: atftp (a real client), or firmware-tftp (bench/lib/firmware-tftp.ts), which
+ * retries as EDK2 and GRUB do; atftp aborts on a repeated OACK, so under loss it measures itself.
+ */
+export type StormTftpClient = "atftp" | "firmware";
+
 /** Writes the machine script, its udhcpc hook and the probe into `dir`; returns the script's path. */
-export function writeMachineScript(dir: string, server: string, files: readonly StormFile[]): string {
+export function writeMachineScript(
+  dir: string,
+  server: string,
+  files: readonly StormFile[],
+  client: StormTftpClient = "atftp",
+): string {
   const hook = join(dir, "udhcpc-hook.sh");
   writeFileSync(
     hook,
@@ -76,14 +89,18 @@ export function writeMachineScript(dir: string, server: string, files: readonly 
   );
   const probe = join(dir, "probe.py");
   writeFileSync(probe, PROBE);
+  const firmware = join(dir, "firmware-tftp.py");
+  writeFileSync(firmware, FIRMWARE_TFTP_PY);
   const gets = files
     .map((f) => {
-      const opts = [`--option "blksize ${f.blksize}"`, '--option "tsize 0"'];
-      if (f.windowsize > 1) opts.push(`--option "windowsize ${f.windowsize}"`);
       // A machine's own config differs in size from machine to machine: the runner passes it as OWN_SIZE.
       const perMachine = f.path.includes("<MAC>");
       const path = f.path.replace("<MAC>", "$MAC");
-      return `get ${f.step} "${path}" ${perMachine ? '"$OWN_SIZE"' : f.size} ${opts.join(" ")}`;
+      const size = perMachine ? '"$OWN_SIZE"' : f.size;
+      if (client === "firmware") return `fwget ${f.step} "${path}" ${size} ${f.blksize} ${f.windowsize}`;
+      const opts = [`--option "blksize ${f.blksize}"`, '--option "tsize 0"'];
+      if (f.windowsize > 1) opts.push(`--option "windowsize ${f.windowsize}"`);
+      return `get ${f.step} "${path}" ${size} ${opts.join(" ")}`;
     })
     .join("\n");
   const script = join(dir, "machine.sh");
@@ -105,9 +122,21 @@ get() {
   rm -f "$OUT/f"
   REPORT="$REPORT $step=$(( $(now) - t ))"
 }
+fwget() {
+  step=$1; path=$2; size=$3
+  t=$(now)
+  /usr/bin/python3 ${firmware} $S "$path" "$OUT/f" $4 $5 >"$OUT/log" 2>&1 || fail "$step"
+  [ "$(stat -c %s "$OUT/f")" = "$size" ] || fail "$step-size"
+  rm -f "$OUT/f"
+  REPORT="$REPORT $step=$(( $(now) - t ))"
+}
 mkdir -p "$OUT"
 t=$(now)
-udhcpc -i eth0 -n -q -f -t 10 -T 2 -s ${hook} -x 0x5d:0007 -V PXEClient:Arch:00007:UNDI:003016 >"$OUT/log" 2>&1 || fail dhcp
+# udhcpc -n gives up once three REQUESTs go unanswered; EDK2 starts DHCP over until its timeouts (4, 8, 16,
+# 32 s) are spent, so udhcpc is started again while 60 s have not passed.
+until udhcpc -i eth0 -n -q -f -t 10 -T 2 -s ${hook} -x 0x5d:0007 -V PXEClient:Arch:00007:UNDI:003016 >"$OUT/log" 2>&1; do
+  [ $(( $(now) - t )) -lt 60000 ] || fail dhcp
+done
 REPORT="dhcp=$(( $(now) - t ))"
 t=$(now)
 /usr/bin/python3 ${probe} $S x64/shimx64.efi 1468 >"$OUT/log" 2>&1 || fail probe

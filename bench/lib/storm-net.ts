@@ -27,6 +27,8 @@ export interface StormNet {
   addHost(name: string, mac: string, address: string): string;
   /** UDP datagrams the server has sent since the last reset: DHCP (source port 67) and the rest (TFTP). */
   serverSent(): { dhcp: number; other: number };
+  /** UDP datagrams the server's namespace dropped because a socket's receive buffer was full (ever). */
+  serverReceiveBufferDrops(): number;
   resetCounters(): void;
   /** Forgets every address the machines were given (between storms). */
   flushMachineAddresses(): void;
@@ -159,6 +161,15 @@ export function createStormNet(prefix: string, count: number): StormNet {
       ) as { nftables: { counter?: { name: string; packets: number } }[] };
       const get = (name: string) => out.nftables.find((e) => e.counter?.name === name)?.counter?.packets ?? 0;
       return { dhcp: get("dhcp_out"), other: get("udp_out") };
+    },
+    serverReceiveBufferDrops() {
+      // /proc/net/snmp is per namespace: a header line and a value line for Udp.
+      const lines = sh("ip", ["netns", "exec", serverNs, "cat", "/proc/net/snmp"])
+        .split("\n")
+        .filter((l) => l.startsWith("Udp:"));
+      const names = lines[0]?.split(/\s+/) ?? [];
+      const values = lines[1]?.split(/\s+/) ?? [];
+      return Number(values[names.indexOf("RcvbufErrors")] ?? 0);
     },
     resetCounters() {
       sh("ip", ["netns", "exec", serverNs, "nft", "reset", "counters", "table", "inet", `${prefix}cnt`]);

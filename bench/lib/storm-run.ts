@@ -27,6 +27,8 @@ export interface StormResult {
   /** Server datagrams beyond what a loss-free storm needs (OACKs and DATA sent again). */
   retransmits: number;
   serverCpuS: number;
+  /** Datagrams the kernel dropped at the server's full receive buffers during the storm. */
+  receiveDrops: number;
   peakRssBytes: number | undefined;
   machines: MachineOutcome[];
   flood?: FloodResult;
@@ -147,12 +149,14 @@ export async function runStorm(opts: StormOptions): Promise<StormResult> {
       : undefined;
     if (flood) await new Promise((r) => setTimeout(r, 1000)); // the flood is on before the rack powers up
     net.resetCounters();
+    const drops0 = net.serverReceiveBufferDrops();
     const cpu0 = cpuSeconds(server.pid);
     const t0 = process.hrtime.bigint();
     const machines = await Promise.all(net.machines.map((_, i) => runMachine(net, i, opts)));
     const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
     const serverCpuS = cpuSeconds(server.pid) - cpu0;
     const sent = net.serverSent();
+    const receiveDrops = net.serverReceiveBufferDrops() - drops0;
     const floodResult = await flood?.stop();
     await opts.beforeStop?.();
     const expected = net.machines.reduce((n, m) => n + minimumPackets(opts.sequence(m.mac)), 0);
@@ -163,6 +167,7 @@ export async function runStorm(opts: StormOptions): Promise<StormResult> {
       failures,
       retransmits: Math.max(0, sent.other - expected),
       serverCpuS,
+      receiveDrops,
       peakRssBytes: peakRss(server.pid),
       machines,
       ...(floodResult ? { flood: floodResult } : {}),

@@ -71,7 +71,7 @@ export function applianceConfig(
         },
       ],
     },
-    tftp: { root, max_blksize: 1468, max_windowsize: 64, timeout_ms: 1000, retries: 5 },
+    tftp: { root, max_blksize: 1468, max_windowsize: 64, timeout_ms: 1000 },
     boot: { loaders: { x64: { shim: "x64/shimx64.efi", grub: "x64/grubx64.efi" } }, grub: { timeout: 0 } },
     images: {
       deb: {

@@ -5,6 +5,7 @@ import {
   BLKSIZE_MIN,
   DEFAULT_MAX_BLKSIZE,
   DEFAULT_MAX_WINDOWSIZE,
+  DEFAULT_RETRIES,
   WINDOWSIZE_MAX,
 } from "./options.js";
 
@@ -15,7 +16,7 @@ export const tftpConfigSchema = z.strictObject({
   max_blksize: z.number().int().min(BLKSIZE_MIN).max(BLKSIZE_MAX).default(DEFAULT_MAX_BLKSIZE),
   max_windowsize: z.number().int().min(1).max(WINDOWSIZE_MAX).default(DEFAULT_MAX_WINDOWSIZE),
   timeout_ms: z.number().int().min(10).max(255_000).default(1000),
-  retries: z.number().int().min(1).max(100).default(5),
+  retries: z.number().int().min(1).max(100).default(DEFAULT_RETRIES),
   max_transfers: z.number().int().min(1).max(100_000).default(500),
 });
 export type TftpConfig = z.infer<typeof tftpConfigSchema>;

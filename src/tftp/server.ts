@@ -14,7 +14,7 @@ import {
   openNativeChannel,
   type TransferChannel,
 } from "./channel.js";
-import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, negotiateOptions } from "./options.js";
+import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, DEFAULT_RETRIES, negotiateOptions } from "./options.js";
 import { decodePacket, ErrorCode, encodeError, type RequestPacket } from "./packet.js";
 import type { TftpFileProvider, TftpTransferRecord } from "./provider.js";
 import { RateLimiter } from "./ratelimit.js";
@@ -95,7 +95,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       maxBlksize: options.maxBlksize ?? DEFAULT_MAX_BLKSIZE,
       maxWindowsize: options.maxWindowsize ?? DEFAULT_MAX_WINDOWSIZE,
       timeoutMs: options.timeoutMs ?? 1000,
-      retries: options.retries ?? 5,
+      retries: options.retries ?? DEFAULT_RETRIES,
       maxTransfers: options.maxTransfers ?? 500,
       transport: options.transport ?? (nativeChannelAvailable() ? "native" : "dgram"),
     };

@@ -10,7 +10,7 @@ test("tftp config: defaults filled in, snake_case keys, unknown keys and bad val
     max_blksize: 1468,
     max_windowsize: 64,
     timeout_ms: 1000,
-    retries: 5,
+    retries: 8,
     max_transfers: 500,
   });
   expect(tftpServerOptionsFromConfig(c)).toMatchObject({
