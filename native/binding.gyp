@@ -9,6 +9,12 @@
       "target_name": "nbdh_udp",
       "sources": ["nbdh_udp.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
+      "target_name": "nbdh_intake",
+      "sources": ["nbdh_intake.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2", "-pthread"],
+      "ldflags": ["-pthread"]
     }
   ]
 }

@@ -9,7 +9,7 @@ OUT=${1:-dist-deb}
 VERSION=$(node -p 'require("./package.json").version')
 ARCH=amd64
 [ "$(dpkg --print-architecture)" = amd64 ] || { echo "packaging/deb.sh: builds on amd64 only" >&2; exit 1; }
-for f in dist/src/bin.js native/build/Release/nbdh_udp.node native/build/Release/nbdh_netdev.node; do
+for f in dist/src/bin.js native/build/Release/nbdh_udp.node native/build/Release/nbdh_netdev.node native/build/Release/nbdh_intake.node; do
   [ -f "$f" ] || { echo "packaging/deb.sh: $f missing (npm ci && npm run build first)" >&2; exit 1; }
 done
 
@@ -25,7 +25,7 @@ mkdir -p "$lib/dist"
 cp -r dist/src "$lib/dist/src"
 cp -r templates web "$lib/"
 mkdir -p "$lib/firmware" && cp firmware/fetch.sh "$lib/firmware/"
-cp native/build/Release/nbdh_udp.node native/build/Release/nbdh_netdev.node "$lib/native/build/Release/"
+cp native/build/Release/nbdh_udp.node native/build/Release/nbdh_netdev.node native/build/Release/nbdh_intake.node "$lib/native/build/Release/"
 node -e '
   const p = require("./package.json");
   const keep = { name: p.name, version: p.version, type: p.type, description: p.description, license: p.license, dependencies: p.dependencies };

@@ -98,7 +98,7 @@ export const dhcpConfigSchema = z
       .array(z.strictObject({ mac: macAddress, address: ipv4, hostname: z.string().min(1).optional() }))
       .default([]),
     unknown_machines: z.enum(["ignore", "boot"]).default("boot"),
-    /** Per-MAC admission (src/dhcp/flood-guard.ts): a looping or hostile client keeps to its share. */
+    /** Per-MAC admission (native/nbdh_intake.c, src/dhcp/intake.ts): a looping or hostile client keeps to its share. */
     rate_limit: z
       .strictObject({
         per_mac_per_second: z.number().min(0).default(4),

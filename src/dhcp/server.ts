@@ -4,9 +4,9 @@ import type { DhcpEvent } from "../machines/events.js";
 import type { BootPolicy } from "./boot-types.js";
 import type { DhcpConfig } from "./config.js";
 import { DhcpEngine, type ExchangeContext } from "./engine.js";
-import { FloodGuard } from "./flood-guard.js";
+import { type DhcpIntake, type GuardSettings, openDhcpIntake } from "./intake.js";
 import { type Lease, LeaseStore, type LeaseStoreOptions, readLeases } from "./leases.js";
-import { type BoundSocket, interfaceAddress, openInterfaceSocket } from "./transport.js";
+import { interfaceAddress } from "./transport.js";
 
 export type { Lease } from "./leases.js";
 
@@ -31,32 +31,50 @@ export class DhcpServer {
   private readonly logger: Logger;
   private store: LeaseStore | undefined;
   private engine: DhcpEngine | undefined;
-  private sockets: BoundSocket[] = [];
+  private sockets: DhcpIntake[] = [];
   private sweeper: NodeJS.Timeout | undefined;
   private inFlight = new Set<Promise<void>>();
-  private guard: FloodGuard;
   private guardReporter: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: DhcpServerOptions) {
     this.config = opts.config;
     this.logger = opts.logger;
-    this.guard = FloodGuard.fromConfig(this.config);
   }
 
-  /** One line per interval for what the flood guard dropped, never one per datagram. */
-  private reportFlood(): void {
-    const s = this.guard.summary();
-    if (s)
-      this.logger.warn(
-        {
-          dropped: s.dropped,
-          macs: s.macs,
-          top: s.top,
-          perMacPerSecond: this.config.rate_limit.per_mac_per_second,
-        },
-        "dhcp requests over the per-MAC rate dropped",
-      );
+  private guardSettings(): GuardSettings {
+    return {
+      perMacPerSecond: this.config.rate_limit.per_mac_per_second,
+      burst: this.config.rate_limit.burst,
+    };
   }
+
+  /** One line per interval and socket for what the admission dropped, never one per datagram. */
+  private reportFlood(): void {
+    for (const intake of this.sockets) {
+      const s = intake.summary();
+      const queueDropped = intake.stats().queueDropped - (this.queueDroppedReported.get(intake) ?? 0);
+      this.queueDroppedReported.set(intake, intake.stats().queueDropped);
+      if (s)
+        this.logger.warn(
+          {
+            iface: intake.iface,
+            port: intake.port,
+            dropped: s.dropped,
+            macs: s.macs,
+            top: s.top,
+            perMacPerSecond: this.config.rate_limit.per_mac_per_second,
+          },
+          "dhcp requests over the per-MAC rate dropped",
+        );
+      if (queueDropped > 0)
+        this.logger.warn(
+          { iface: intake.iface, port: intake.port, dropped: queueDropped },
+          "dhcp requests dropped: the server fell behind its intake queue",
+        );
+    }
+  }
+
+  private queueDroppedReported = new WeakMap<DhcpIntake, number>();
 
   async start(): Promise<void> {
     if (this.config.mode === "off") {
@@ -76,10 +94,10 @@ export class DhcpServer {
     try {
       for (const iface of this.config.interfaces) {
         for (const port of ports) {
-          const bound = await openInterfaceSocket(iface, port);
-          this.sockets.push(bound);
-          bound.socket.on("message", (msg, rinfo) => this.receive(bound, msg, rinfo));
-          bound.socket.on("error", (err) => this.logger.error({ err, iface, port }, "dhcp socket error"));
+          const intake: DhcpIntake = openDhcpIntake(iface, port, this.guardSettings(), (msg, from) =>
+            this.receive(intake, msg, from),
+          );
+          this.sockets.push(intake);
         }
       }
     } catch (err) {
@@ -96,9 +114,9 @@ export class DhcpServer {
     );
   }
 
-  private receive(bound: BoundSocket, msg: Buffer, rinfo: { address: string; port: number }): void {
+  private receive(bound: DhcpIntake, msg: Buffer, rinfo: { address: string; port: number }): void {
     const engine = this.engine;
-    if (!engine || !this.guard.admit(msg)) return;
+    if (!engine) return;
     const serverAddress = this.config.server_address ?? this.addressOf(bound.iface);
     if (serverAddress === undefined) {
       this.logger.warn({ iface: bound.iface }, "interface has no IPv4 address: datagram dropped");
@@ -109,13 +127,9 @@ export class DhcpServer {
       .handle(msg, ctx)
       .then((out) => {
         if (!out) return;
-        bound.socket.send(out.buffer, out.port, out.address, (err) => {
-          if (err)
-            this.logger.warn(
-              { err, to: `${out.address}:${out.port}`, iface: bound.iface },
-              "dhcp send failed",
-            );
-        });
+        const err = bound.send(out.buffer, out.address, out.port);
+        if (err)
+          this.logger.warn({ err, to: `${out.address}:${out.port}`, iface: bound.iface }, "dhcp send failed");
       })
       .catch((err) => this.logger.error({ err }, "dhcp exchange failed"))
       .finally(() => this.inFlight.delete(work));
@@ -143,7 +157,7 @@ export class DhcpServer {
     this.reportFlood();
     const sockets = this.sockets;
     this.sockets = [];
-    await Promise.all(sockets.map((s) => new Promise<void>((r) => s.socket.close(() => r()))));
+    for (const s of sockets) s.close();
     await Promise.allSettled([...this.inFlight]);
     await this.store?.close();
     this.store = undefined;
@@ -167,7 +181,7 @@ export class DhcpServer {
       interfaces: this.config.interfaces,
     };
     this.engine?.setConfig(this.config);
-    this.guard = FloodGuard.fromConfig(this.config);
+    for (const s of this.sockets) s.setGuard(this.guardSettings());
     if (bootPolicy) this.engine?.setBootPolicy(bootPolicy);
     this.logger.info("dhcp config reloaded");
   }
