@@ -23,6 +23,7 @@
  *   .queue(packets, firstBlock)                 the chunk that follows the armed one: the pump goes on
  *                                               into it without stopping at the chunk's end
  *   .disarm()
+ *   .pending()                                  whether a datagram waits unread in the socket (FIONREAD)
  *   .lastSent() / .lastProgress()               the pump's last block sent, and when (uv_hrtime in ms,
  *                                             the clock of process.hrtime)
  *   .close()                                    stops polling and closes the socket (idempotent)
@@ -48,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -649,6 +651,18 @@ static napi_value channel_disarm(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value channel_pending(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  channel_t *ch = unwrap_this(env, info, &argc, NULL);
+  if (ch == NULL) return NULL;
+  int waiting = 0;
+  if (ch->fd >= 0 && ioctl(ch->fd, FIONREAD, &waiting) != 0) waiting = 0;
+  /* FIONREAD is the next datagram's length: a waiting empty datagram reads as 0, which is no answer. */
+  napi_value v;
+  napi_get_boolean(env, waiting > 0, &v);
+  return v;
+}
+
 static napi_value channel_last_sent(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
@@ -694,6 +708,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"queue", NULL, channel_queue, NULL, NULL, NULL, napi_default, NULL},
       {"disarm", NULL, channel_disarm, NULL, NULL, NULL, napi_default, NULL},
       {"lastSent", NULL, channel_last_sent, NULL, NULL, NULL, napi_default, NULL},
+      {"pending", NULL, channel_pending, NULL, NULL, NULL, napi_default, NULL},
       {"lastProgress", NULL, channel_last_progress, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, channel_close, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -31,6 +31,11 @@ export interface TransferChannel {
   start(onPacket: (msg: Buffer) => void, onAdvance: (firstBlock: number) => void): void;
   /** Never blocks and never throws: a failed send is a loss, and the transfer's timeout repeats it. */
   send(packet: Buffer): void;
+  /**
+   * Whether a datagram from the client is waiting in the socket, unread: when a timeout fires while
+   * it is, the loop was late, not the client (false where the socket cannot be asked, node:dgram).
+   */
+  answerWaiting(): boolean;
   close(): void;
   readonly pump?: LockstepPump;
 }
@@ -50,6 +55,7 @@ interface NativeUdpChannel {
   disarm(): void;
   lastSent(): number;
   lastProgress(): number;
+  pending(): boolean;
   close(): void;
 }
 
@@ -99,6 +105,7 @@ export function openNativeChannel(family: 4 | 6, address: string, port = 0): Tra
     send: (packet) => {
       ch.send(packet);
     },
+    answerWaiting: () => ch.pending(),
     close: () => ch.close(),
     pump,
   };
@@ -143,6 +150,7 @@ export async function openDgramChannel(
     start: (onPacket) => socket.on("message", (msg) => onPacket(msg)),
     // No completion callback: a send that completes at once then costs nothing more.
     send: (packet) => socket.send(packet),
+    answerWaiting: () => false,
     close: () => {
       try {
         socket.close();

@@ -81,6 +81,8 @@ export class Transfer {
   private pumpArmed = false;
   private readonly chunkBlocks: number;
   private timer: NodeJS.Timeout | undefined;
+  /** This try's timeout found the client's answer waiting and was put off once (onTimeout). */
+  private deferredTimeout = false;
   private oackPacket: Buffer | undefined;
   /** The channel's pump, used in lockstep only. */
   private readonly pump: LockstepPump | undefined;
@@ -195,6 +197,7 @@ export class Transfer {
   }
 
   private resetTries(): void {
+    this.deferredTimeout = false;
     if (this.tries > 0 && this.settings.backoff) {
       clearTimeout(this.timer);
       this.timer = setTimeout(() => this.onTimeout(), this.settings.timeoutMs);
@@ -213,6 +216,16 @@ export class Transfer {
         return;
       }
     }
+    if (!this.deferredTimeout && this.channel.answerWaiting()) {
+      // The client's answer is in the socket, unread: this loop was late, not the client. Resending
+      // now would only cost a duplicate (a repeated OACK makes atftp abort); read it first. Once per
+      // try, so a client repeating a stale ACK cannot hold our retransmission off.
+      this.deferredTimeout = true;
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.onTimeout(), this.settings.timeoutMs);
+      return;
+    }
+    this.deferredTimeout = false;
     this.tries++;
     if (this.tries > this.settings.retries) {
       this.finish("timeout", `no answer after ${this.settings.retries} retries`);
