@@ -1,17 +1,35 @@
 #!/usr/bin/env bash
-# Builds netboot-appliance_<version>_amd64.deb with dpkg-deb (no debhelper needed): the built JS, the
-# production node_modules, the native addons as built here (N-API: stable across Node versions), the
-# unit, a commented conffile, and `netboot`. Output in ${OUT:-dist-deb}/. Usage: packaging/deb.sh [OUT]
-# amd64 only for now (the host's build); arm64 needs the addons cross-built (gcc-aarch64-linux-gnu).
+# Builds netboot-appliance_<version>_<arch>.deb with dpkg-deb (no debhelper needed): the built JS, the
+# production node_modules, the native addons (N-API: stable across Node versions), the unit, a commented
+# conffile, and `netboot`. Output in OUT (default dist-deb/). Usage: packaging/deb.sh [OUT] [amd64|arm64]
+# amd64 takes the addons as `npm ci` built them here. arm64 cross-compiles them with Debian's
+# gcc-aarch64-linux-gnu: they are three C files on N-API and libc only, so a cross compiler builds them in
+# a second, where node-gyp under qemu-user would need an arm64 root and minutes. Everything else in the
+# package is JavaScript (the production dependencies have no native code; this script checks).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-dist-deb}
+ARCH=${2:-amd64}
 VERSION=$(node -p 'require("./package.json").version')
-ARCH=amd64
-[ "$(dpkg --print-architecture)" = amd64 ] || { echo "packaging/deb.sh: builds on amd64 only" >&2; exit 1; }
-for f in dist/src/bin.js native/build/Release/nbdh_udp.node native/build/Release/nbdh_netdev.node native/build/Release/nbdh_intake.node; do
-  [ -f "$f" ] || { echo "packaging/deb.sh: $f missing (npm ci && npm run build first)" >&2; exit 1; }
-done
+ADDONS="nbdh_udp nbdh_netdev nbdh_intake"
+[ "$(dpkg --print-architecture)" = amd64 ] || { echo "packaging/deb.sh: builds on amd64 hosts only" >&2; exit 1; }
+case "$ARCH" in
+  amd64) TOOL_PREFIX="" GRUB_SIGNED=grub-efi-amd64-signed ;;
+  arm64) TOOL_PREFIX=aarch64-linux-gnu- GRUB_SIGNED=grub-efi-arm64-signed ;;
+  *) echo "packaging/deb.sh: architecture $ARCH: only amd64 and arm64" >&2; exit 1 ;;
+esac
+[ -f dist/src/bin.js ] || { echo "packaging/deb.sh: dist/src/bin.js missing (npm ci && npm run build first)" >&2; exit 1; }
+if [ "$ARCH" = amd64 ]; then
+  for a in $ADDONS; do
+    [ -f "native/build/Release/$a.node" ] || { echo "packaging/deb.sh: native/build/Release/$a.node missing (npm ci)" >&2; exit 1; }
+  done
+else
+  command -v aarch64-linux-gnu-gcc >/dev/null || {
+    echo "packaging/deb.sh: aarch64-linux-gnu-gcc missing (apt-get install gcc-aarch64-linux-gnu)" >&2
+    exit 1
+  }
+  [ -f /usr/include/node/node_api.h ] || { echo "packaging/deb.sh: /usr/include/node/node_api.h missing (nodejs headers)" >&2; exit 1; }
+fi
 
 work=$(mktemp -d /tmp/netboot-deb.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -25,7 +43,15 @@ mkdir -p "$lib/dist"
 cp -r dist/src "$lib/dist/src"
 cp -r templates web "$lib/"
 mkdir -p "$lib/firmware" && cp firmware/fetch.sh "$lib/firmware/"
-cp native/build/Release/nbdh_udp.node native/build/Release/nbdh_netdev.node native/build/Release/nbdh_intake.node "$lib/native/build/Release/"
+for a in $ADDONS; do
+  if [ "$ARCH" = amd64 ]; then
+    cp "native/build/Release/$a.node" "$lib/native/build/Release/"
+  else
+    # The flags of native/binding.gyp; N-API symbols stay undefined and resolve against node at load time.
+    aarch64-linux-gnu-gcc -O2 -Wall -Wextra -Werror -fPIC -shared -pthread -I/usr/include/node -Inative \
+      -o "$lib/native/build/Release/$a.node" "native/$a.c"
+  fi
+done
 node -e '
   const p = require("./package.json");
   const keep = { name: p.name, version: p.version, type: p.type, description: p.description, license: p.license, dependencies: p.dependencies };
@@ -34,6 +60,10 @@ node -e '
 cp package-lock.json "$lib/"
 (cd "$lib" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 rm -f "$lib/package-lock.json"
+if [ -n "$(find "$lib/node_modules" -name '*.node' -print -quit)" ]; then
+  echo "packaging/deb.sh: a production dependency ships native code; it would need building for $ARCH" >&2
+  exit 1
+fi
 # Leave out what a runtime never reads: docs, tests, sources maps of dependencies, dotfiles.
 find "$lib/node_modules" \( -iname '*.md' -o -iname '*.markdown' -o -name '*.map' -o -name '*.ts' -not -name '*.d.ts' \
   -o -name '.*' -o -iname 'CHANGELOG*' -o -iname 'HISTORY*' \) -type f -delete
@@ -46,9 +76,9 @@ find "$root" -type d -exec chmod 755 {} + ; find "$root" -type f -exec chmod 644
 # Scripts keep their execute bit (lintian: script-not-executable).
 find "$lib" -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.sh' -o -path '*/bin/*' \) -print0 |
   while IFS= read -r -d '' f; do [ "$(head -c 2 "$f")" = '#!' ] && chmod 755 "$f"; done
-strip --strip-unneeded "$lib"/native/build/Release/*.node
+"${TOOL_PREFIX}strip" --strip-unneeded "$lib"/native/build/Release/*.node
 # The addons' libc requirement, from the newest GLIBC symbol version they use.
-glibc=$(objdump -T "$lib"/native/build/Release/*.node | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)
+glibc=$("${TOOL_PREFIX}objdump" -T "$lib"/native/build/Release/*.node | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)
 
 cat >"$root/usr/bin/netboot" <<'SH'
 #!/bin/sh
@@ -74,7 +104,8 @@ chmod 644 "$root/usr/share/man/man1/netboot.1.gz" "$root/usr/share/lintian/overr
 cp packaging/debian/conffiles packaging/debian/postinst packaging/debian/postrm packaging/debian/prerm "$root/DEBIAN/"
 chmod 755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm" "$root/DEBIAN/prerm"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$size/" -e "s/@GLIBC@/$glibc/" packaging/debian/control >"$root/DEBIAN/control"
+sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$size/" -e "s/@GLIBC@/$glibc/" \
+  -e "s/@GRUB_SIGNED@/$GRUB_SIGNED/" packaging/debian/control >"$root/DEBIAN/control"
 (cd "$root" && find . -type f -not -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
 
 mkdir -p "$OUT"

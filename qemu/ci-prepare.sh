@@ -12,6 +12,7 @@ bash firmware/fetch.sh "$CACHE/loaders"
 for image in debian12-x64-initramfs debian12-x64-dracut debian12-aa64-initramfs; do
   bash qemu/images/build.sh "$image"
 done
-# A clean Debian 13 root for the .deb's install test.
-bash packaging/test-root.sh
+# Clean Debian 13 roots for the .deb's install tests (arm64: mmdebstrap under qemu-user, minutes, cached).
+bash packaging/test-root.sh amd64
+bash packaging/test-root.sh arm64
 echo "lab artefacts ready in $(( $(date +%s) - t0 )) s ($CACHE)"
