@@ -355,15 +355,22 @@ static void wrap_finalize(napi_env env, void *data, void *hint) {
   intake_unref(in);
 }
 
-static intake_t *unwrap_intake(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+/* The native struct behind `this`, or NULL with a TypeError naming the class. */
+static void *unwrap_self(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, const char *cls) {
   napi_value self;
   void *data = NULL;
   napi_get_cb_info(env, info, argc, argv, &self, NULL);
   if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, NULL, "not a DhcpIntake");
+    char msg[64];
+    snprintf(msg, sizeof msg, "not a %s", cls);
+    napi_throw_type_error(env, NULL, msg);
     return NULL;
   }
-  return (intake_t *)data;
+  return data;
+}
+
+static intake_t *unwrap_intake(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  return (intake_t *)unwrap_self(env, info, argc, argv, "DhcpIntake");
 }
 
 static napi_value intake_new(napi_env env, napi_callback_info info) {
@@ -512,14 +519,7 @@ static void mac_guard_finalize(napi_env env, void *data, void *hint) {
 }
 
 static guard_t *unwrap_guard(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
-  napi_value self;
-  void *data = NULL;
-  napi_get_cb_info(env, info, argc, argv, &self, NULL);
-  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, NULL, "not a MacGuard");
-    return NULL;
-  }
-  return (guard_t *)data;
+  return (guard_t *)unwrap_self(env, info, argc, argv, "MacGuard");
 }
 
 static napi_value mac_guard_new(napi_env env, napi_callback_info info) {
