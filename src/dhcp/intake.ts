@@ -79,6 +79,8 @@ export interface DhcpIntake {
   send(buffer: Buffer, address: string, port: number): NodeJS.ErrnoException | undefined;
   summary(): FloodSummary | undefined;
   stats(): IntakeStats;
+  /** Requests dropped because the queue to JS was full, since the last call. */
+  queueDroppedSinceLast(): number;
   close(): void;
 }
 
@@ -100,6 +102,7 @@ export function openDhcpIntake(
     throw err;
   }
   native.setGuard(guard.perMacPerSecond, guard.burst);
+  let queueDroppedReported = 0;
   return {
     iface,
     port,
@@ -115,6 +118,12 @@ export function openDhcpIntake(
     },
     summary: () => native.summary(),
     stats: () => native.stats(),
+    queueDroppedSinceLast() {
+      const total = native.stats().queueDropped;
+      const since = total - queueDroppedReported;
+      queueDroppedReported = total;
+      return since;
+    },
     close: () => native.close(),
   };
 }

@@ -52,8 +52,7 @@ export class DhcpServer {
   private reportFlood(): void {
     for (const intake of this.sockets) {
       const s = intake.summary();
-      const queueDropped = intake.stats().queueDropped - (this.queueDroppedReported.get(intake) ?? 0);
-      this.queueDroppedReported.set(intake, intake.stats().queueDropped);
+      const queueDropped = intake.queueDroppedSinceLast();
       if (s)
         this.logger.warn(
           {
@@ -73,8 +72,6 @@ export class DhcpServer {
         );
     }
   }
-
-  private queueDroppedReported = new WeakMap<DhcpIntake, number>();
 
   async start(): Promise<void> {
     if (this.config.mode === "off") {
