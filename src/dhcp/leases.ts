@@ -33,16 +33,10 @@ import { open, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 
-export type LeaseState = "bound" | "free" | "declined";
+import { LeaseIndex } from "./lease-index.js";
+import type { Lease, LeaseBackend, LeaseState } from "./lease-types.js";
 
-export interface Lease {
-  address: string;
-  mac: string;
-  /** Unix time in ms when the lease (or the decline quarantine) ends. */
-  expires: number;
-  state: LeaseState;
-  hostname?: string | undefined;
-}
+export type { Lease, LeaseState } from "./lease-types.js";
 
 const JOURNAL = "dhcp-leases.csv";
 const ROTATED = `${JOURNAL}.2`;
@@ -128,9 +122,8 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
-export class LeaseStore {
-  private readonly leases = new Map<string, Lease>();
-  private readonly macIndex = new Map<string, string>();
+export class LeaseStore implements LeaseBackend {
+  private readonly leases = new LeaseIndex();
   private pending: string[] = [];
   /** What each pending record replaced in memory, so a batch that fails to reach disk is undone. */
   private undo: { applied: Lease; previous: Lease | undefined }[] = [];
@@ -198,14 +191,11 @@ export class LeaseStore {
 
   /** The address record currently naming this MAC (bound, free or expired), if any. */
   byMac(mac: string): Lease | undefined {
-    const addr = this.macIndex.get(mac);
-    if (addr === undefined) return undefined;
-    const lease = this.leases.get(addr);
-    return lease && lease.mac === mac ? lease : undefined;
+    return this.leases.byMac(mac);
   }
 
   all(): Lease[] {
-    return [...this.leases.values()];
+    return this.leases.all();
   }
 
   get size(): number {
@@ -213,11 +203,7 @@ export class LeaseStore {
   }
 
   private apply(lease: Lease): void {
-    const prev = this.leases.get(lease.address);
-    if (prev && prev.mac !== lease.mac && this.macIndex.get(prev.mac) === lease.address)
-      this.macIndex.delete(prev.mac);
-    this.leases.set(lease.address, lease);
-    if (lease.mac !== "") this.macIndex.set(lease.mac, lease.address);
+    this.leases.apply(lease);
   }
 
   /**
@@ -311,11 +297,7 @@ export class LeaseStore {
     }
     for (let i = undo.length - 1; i >= 0; i--) {
       const { applied, previous } = undo[i] as (typeof undo)[number];
-      if (this.leases.get(applied.address) !== applied) continue;
-      if (applied.mac !== "" && this.macIndex.get(applied.mac) === applied.address)
-        this.macIndex.delete(applied.mac);
-      if (previous) this.apply(previous);
-      else this.leases.delete(applied.address);
+      this.leases.revert(applied, previous);
     }
   }
 
