@@ -15,6 +15,7 @@ import { MachineRegistry } from "./machines/registry.js";
 import { MachineState } from "./machines/state.js";
 import { Metrics } from "./metrics/metrics.js";
 import { templatesDir } from "./package-root.js";
+import { SharedState } from "./state/shared.js";
 import { TftpServer } from "./tftp/server.js";
 
 /**
@@ -34,6 +35,8 @@ export class Appliance {
   private readonly state: MachineState;
   readonly metrics: Metrics;
   private readonly admin: AdminServer | undefined;
+  /** Leases (and the pair's heartbeat) on PostgreSQL; absent with the journal. */
+  private readonly shared: SharedState | undefined;
 
   constructor(
     loaded: LoadedConfig,
@@ -43,6 +46,15 @@ export class Appliance {
     registerConfigSecrets(this.config);
     this.metrics = new Metrics();
     this.metrics.poolSource = () => this.dhcp?.poolUse() ?? [];
+    const shared =
+      this.config.state.backend === "postgres"
+        ? new SharedState({
+            state: this.config.state,
+            ha: this.config.ha,
+            logger: logger.child({ svc: "state" }),
+          })
+        : undefined;
+    this.shared = shared;
     this.dhcp =
       this.config.dhcp.mode === "off"
         ? undefined
@@ -57,6 +69,11 @@ export class Appliance {
               if (e.message === "discover" || e.message === "request") this.plan.anticipate(e.mac, e.uuid);
             },
             leaseStore: { onSync: (seconds) => this.metrics.leaseCommitSeconds.observe(seconds) },
+            openLeases: shared
+              ? () => shared.openLeases((seconds) => this.metrics.leaseCommitSeconds.observe(seconds))
+              : undefined,
+            inScope: shared?.scope ? (type, key) => shared.inScope(type, key) : undefined,
+            poolShare: shared?.scope?.poolShare,
           });
     this.state = new MachineState({
       registry: new MachineRegistry({ role: this.config.dhcp.mode, leases: this.dhcp }),
@@ -135,6 +152,8 @@ export class Appliance {
 
   async start(): Promise<void> {
     await this.plan.checkLoaders(this.config.tftp.root);
+    // The shared database (and the peer's state) before DHCP answers anyone.
+    await this.shared?.start();
     // Leases first: TFTP then knows from its first request who holds which address (kept across restarts).
     await this.dhcp?.start();
     await this.tftp.listen();
@@ -243,6 +262,7 @@ export class Appliance {
 
   async stop(): Promise<void> {
     await Promise.all([this.tftp.close(), this.http?.close(), this.admin?.close(), this.dhcp?.stop()]);
+    await this.shared?.stop();
     await this.state.stop();
     this.plan.flush();
   }
@@ -275,4 +295,13 @@ function registerConfigSecrets(config: Config): void {
   const auth = config.resolvers.cinder?.auth;
   if (auth?.type === "password") registerSecret(auth.password);
   if (auth?.type === "application_credential") registerSecret(auth.secret);
+  const dbUrl = config.state.url;
+  if (dbUrl) {
+    registerSecret(dbUrl);
+    const password = /^postgres(?:ql)?:\/\/[^:/@]*:([^@]+)@/.exec(dbUrl)?.[1];
+    if (password) {
+      registerSecret(password);
+      registerSecret(decodeURIComponent(password));
+    }
+  }
 }

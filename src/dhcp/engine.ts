@@ -7,7 +7,7 @@ import type { DhcpClientKind, DhcpEvent } from "../machines/events.js";
 import { archCodeFromVendorClass, archFromCode, isHttpClient, isIpxeUserClass, isPxeClient } from "./arch.js";
 import type { BootAnswer, BootPolicy } from "./boot-types.js";
 import { type DhcpConfig, parseCidr, type SubnetConfig } from "./config.js";
-import type { Lease, LeaseStore } from "./leases.js";
+import { type Lease, type LeaseBackend, LeaseConflictError } from "./lease-types.js";
 import {
   enc,
   encodeSubOptions,
@@ -53,8 +53,15 @@ export interface Outgoing {
 
 export interface EngineOptions {
   config: DhcpConfig;
-  store: LeaseStore;
+  store: LeaseBackend;
   bootPolicy: BootPolicy;
+  /**
+   * In an HA pair: whether this server answers a message of this type from the client with this key
+   * (client identifier, else hardware address). Absent: it answers everything.
+   */
+  inScope?: ((type: number, key: Uint8Array) => boolean) | undefined;
+  /** In an HA pair: where this server starts scanning each pool (index of count), to avoid racing its peer. */
+  poolShare?: { index: number; count: number } | undefined;
   logger: Logger;
   /** Told of every exchange once it is decided (the machine state's boot sessions listen). */
   onExchange?: ((e: DhcpEvent) => void) | undefined;
@@ -84,6 +91,13 @@ interface Pool {
   mask: number;
   /** After a full scan found nothing, skip scanning until then (a flood must not cost O(pool) each). */
   exhaustedUntil: number;
+}
+
+/** The key RFC 3074 hashes: the client identifier (option 61) when sent, else the hardware address. */
+function clientKey(req: DhcpPacket): Uint8Array {
+  const id = req.options.get(Opt.ClientId);
+  if (id && id.length > 0) return id;
+  return req.chaddr.subarray(0, Math.min(req.hlen, 16));
 }
 
 function contains(pool: Pool, address: string): boolean {
@@ -119,12 +133,12 @@ export class DhcpEngine {
   private reservedAddresses = new Map<string, string>();
   private offers = new Map<string, Offer>();
   private offerByMac = new Map<string, string>();
-  private readonly store: LeaseStore;
+  private readonly store: LeaseBackend;
   private readonly logger: Logger;
   private badPackets = { logged: 0, suppressed: 0, windowStart: 0 };
   private exhaustedLoggedAt = new Map<string, number>();
   /** Counters since start: datagrams handled, malformed ones dropped, replies produced. */
-  readonly counters = { received: 0, malformed: 0, replies: 0 };
+  readonly counters = { received: 0, malformed: 0, replies: 0, peerScope: 0 };
 
   /** Each subnet's pool: its size and how many of its addresses are bound now (API, metrics). */
   poolUse(
@@ -152,7 +166,10 @@ export class DhcpEngine {
     this.pools = config.subnets.map((cfg) => {
       const start = ipToInt(cfg.range.start);
       const end = ipToInt(cfg.range.end);
-      const cursor = oldCursors.get(cfg.subnet) ?? start;
+      const share = this.opts.poolShare;
+      const cursor =
+        oldCursors.get(cfg.subnet) ??
+        (share ? start + Math.floor(((end - start + 1) * share.index) / share.count) : start);
       const { network, mask } = parseCidr(cfg.subnet);
       return {
         cfg,
@@ -187,6 +204,11 @@ export class DhcpEngine {
     const type = getU8(req.options, Opt.MessageType);
     if (type === undefined || type < 1 || type > 8) {
       this.logBadPacket(ctx, `missing or bad message type ${type}`, datagram.length);
+      return undefined;
+    }
+    if (this.opts.inScope && !this.opts.inScope(type, clientKey(req))) {
+      // The peer's client (RFC 3074 bucket) or the standby's silence: the peer answers it.
+      this.counters.peerScope++;
       return undefined;
     }
     const vendorClass = getString(req.options, Opt.VendorClass);
@@ -348,8 +370,14 @@ export class DhcpEngine {
     records.push({ address, mac: ex.mac, expires: now + leaseMs, state: "bound", hostname });
     if (this.offers.get(address)?.mac === ex.mac) this.offers.delete(address);
     if (this.offerByMac.get(ex.mac) === address) this.offerByMac.delete(ex.mac);
-    // The ACK waits for fdatasync of this record (group commit with every other ACK of this turn).
-    await this.store.commit(records);
+    // The ACK waits until the record is durable (group commit with every other ACK of this turn).
+    try {
+      await this.store.commit(records);
+    } catch (err) {
+      // The peer sharing the lease database holds it: the client starts over with a DISCOVER.
+      if (err instanceof LeaseConflictError) return this.nak(req, ctx, ex, `${address} is in use`);
+      throw err;
+    }
     ex.outcome = "ack";
     return this.leaseReply(req, MessageType.Ack, address, pool, ctx, ex);
   }

@@ -5,6 +5,7 @@ import type { BootPolicy } from "./boot-types.js";
 import type { DhcpConfig } from "./config.js";
 import { DhcpEngine, type ExchangeContext } from "./engine.js";
 import { type DhcpIntake, type GuardSettings, openDhcpIntake } from "./intake.js";
+import type { LeaseBackend } from "./lease-types.js";
 import { type Lease, LeaseStore, type LeaseStoreOptions, readLeases } from "./leases.js";
 import { interfaceAddress } from "./transport.js";
 
@@ -16,6 +17,11 @@ export interface DhcpServerOptions {
   logger: Logger;
   bootPolicy: BootPolicy;
   leaseStore?: LeaseStoreOptions;
+  /** Opens the lease store when it is not the journal in stateDir (PostgreSQL, shared by a pair). */
+  openLeases?: (() => Promise<LeaseBackend>) | undefined;
+  /** In an HA pair: whether this server answers (see EngineOptions.inScope). */
+  inScope?: ((type: number, key: Uint8Array) => boolean) | undefined;
+  poolShare?: { index: number; count: number } | undefined;
   /** Told of every exchange (the appliance passes them to the machine state). */
   onExchange?: ((e: DhcpEvent) => void) | undefined;
 }
@@ -29,7 +35,7 @@ export { readLeases };
 export class DhcpServer {
   private config: DhcpConfig;
   private readonly logger: Logger;
-  private store: LeaseStore | undefined;
+  private store: LeaseBackend | undefined;
   private engine: DhcpEngine | undefined;
   private sockets: DhcpIntake[] = [];
   private sweeper: NodeJS.Timeout | undefined;
@@ -78,10 +84,14 @@ export class DhcpServer {
       this.logger.info("dhcp mode off: not listening");
       return;
     }
-    this.store = await LeaseStore.open(this.opts.stateDir, this.logger, this.opts.leaseStore);
+    this.store = this.opts.openLeases
+      ? await this.opts.openLeases()
+      : await LeaseStore.open(this.opts.stateDir, this.logger, this.opts.leaseStore);
     this.engine = new DhcpEngine({
       config: this.config,
       store: this.store,
+      inScope: this.opts.inScope,
+      poolShare: this.opts.poolShare,
       bootPolicy: this.opts.bootPolicy,
       logger: this.logger,
       onExchange: this.opts.onExchange,
@@ -218,6 +228,6 @@ export class DhcpServer {
         totalSyncMs: number;
       }
     | undefined {
-    return this.store ? { ...this.store.stats } : undefined;
+    return this.store instanceof LeaseStore ? { ...this.store.stats } : undefined;
   }
 }
