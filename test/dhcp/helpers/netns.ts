@@ -140,7 +140,9 @@ export function buildFixtures(): void {
         .filter((f) => f.endsWith(".ts"))
         .map((f) => statSync(join(dir, f)).mtimeMs),
     );
-  const sources = Math.max(newest(join(repoRoot, "src/dhcp")), newest(join(repoRoot, "test/dhcp/fixtures")));
+  const sources = Math.max(
+    ...["src/dhcp", "src/state", "src/ha", "test/dhcp/fixtures"].map((d) => newest(join(repoRoot, d))),
+  );
   const built = Math.min(
     ...[serveJs, clientJs, join(repoRoot, "dist/src/dhcp/server.js")].map((f) =>
       existsSync(f) ? statSync(f).mtimeMs : 0,
