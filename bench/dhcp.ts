@@ -1,6 +1,7 @@
 /**
  * DHCP benchmark: perfdhcp (kea-admin) against this server, dnsmasq and kea-dhcp4 (memfile, persist),
- * each alone in a network namespace, same /16 subnet and pool, persistent leases.
+ * and, on one PostgreSQL server started for the run, this server alone and as a load-balancing pair
+ * beside kea-dhcp4's PostgreSQL backend. Each in its own namespaces, same /16 subnet and pool.
  * For each server: the highest DORA rate with no drops (a rate sweep, then one bisection step),
  * the latency at that rate, the server's peak RSS. Writes bench/results/dhcp.{md,json}.
  *
@@ -13,22 +14,33 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { postgresBinDir, TestPostgres } from "../test/support/postgres.js";
+
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
 
-/** One server namespace and one perfdhcp namespace per server under test, all with the same addresses. */
+/**
+ * One perfdhcp namespace per server under test, with one server namespace (a veth pair) or, for an HA
+ * pair, two (veths onto a bridge in the perfdhcp namespace). Every lane has the same addresses.
+ */
 interface Lane {
-  srvNs: string;
+  srvNs: string[];
   cliNs: string;
-  srvIf: string;
+  srvIf: string[];
   cliIf: string;
 }
-const lanes: Lane[] = [0, 1, 2].map((i) => ({
-  srvNs: `nbdh-bs${i}`,
-  cliNs: `nbdh-bc${i}`,
-  srvIf: `nbdh-b${i}s`,
-  cliIf: `nbdh-b${i}c`,
-}));
+function makeLane(i: number, servers: number): Lane {
+  const srv = Array.from({ length: servers }, (_, k) => k);
+  return {
+    srvNs: srv.map((k) => `nbdh-bs${i}${"ab"[k]}`),
+    cliNs: `nbdh-bc${i}`,
+    srvIf: srv.map((k) => `nbdh-b${i}${"ab"[k]}`),
+    cliIf: servers === 1 ? `nbdh-b${i}c` : `nbdh-b${i}br`,
+  };
+}
+let lanes: Lane[] = [];
+/** The servers' addresses on every lane: the first server's is the next-server and router. */
+const SERVER_ADDRESSES = ["10.90.0.1", "10.90.0.3"];
 const SUBNET = "10.90.0.0/16";
 const POOL = { start: "10.90.1.0", end: "10.90.200.255" };
 const CLIENTS = 40_000;
@@ -40,12 +52,26 @@ async function serveMode(configPath: string): Promise<void> {
   const { dhcpConfigSchema } = await import("../src/dhcp/config.js");
   const { DhcpServer } = await import("../src/dhcp/server.js");
   const { makeBootPolicy } = await import("../src/dhcp/boot-policy.js");
+  const { SharedState } = await import("../src/state/shared.js");
+  const { stateConfigSchema } = await import("../src/state/config.js");
+  const { haConfigSchema } = await import("../src/ha/config.js");
   const spec = JSON.parse(readFileSync(configPath, "utf8"));
   const logger = pino({ level: "warn" });
+  const shared = spec.state
+    ? new SharedState({
+        state: stateConfigSchema.parse(spec.state),
+        ha: spec.ha ? haConfigSchema.parse(spec.ha) : undefined,
+        logger,
+      })
+    : undefined;
+  await shared?.start();
   const server = new DhcpServer({
     config: dhcpConfigSchema.parse(spec.dhcp),
     stateDir: spec.stateDir,
     logger,
+    openLeases: shared ? () => shared.openLeases() : undefined,
+    inScope: shared?.scope ? (type, key) => shared.inScope(type, key) : undefined,
+    poolShare: shared?.scope?.poolShare,
     bootPolicy: makeBootPolicy({
       loaders: { x64: { shim: "x64/shimx64.efi" }, aa64: { shim: "aa64/shimaa64.efi" } },
       nextServer: "10.90.0.1",
@@ -54,7 +80,8 @@ async function serveMode(configPath: string): Promise<void> {
   await server.start();
   process.stdout.write(`${JSON.stringify({ event: "ready" })}\n`);
   process.on("SIGTERM", () => {
-    void server.stop().then(() => {
+    void server.stop().then(async () => {
+      await shared?.stop();
       process.stdout.write(`${JSON.stringify({ event: "stopped", journal: server.journalStats() })}\n`);
       process.exit(0);
     });
@@ -78,67 +105,114 @@ function sh(cmd: string, args: string[], allowFail = false): string {
 function setupNetwork(): void {
   teardownNetwork();
   for (const l of lanes) {
-    for (const ns of [l.srvNs, l.cliNs]) {
+    for (const ns of [...l.srvNs, l.cliNs]) {
       sh("ip", ["netns", "add", ns]);
       sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
     }
-    sh("ip", [
-      "link",
-      "add",
-      l.srvIf,
-      "netns",
-      l.srvNs,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      l.cliIf,
-      "netns",
-      l.cliNs,
-    ]);
-    sh("ip", ["-n", l.srvNs, "addr", "add", "10.90.0.1/16", "dev", l.srvIf]);
+    const pair = l.srvNs.length > 1;
+    if (pair) sh("ip", ["-n", l.cliNs, "link", "add", l.cliIf, "type", "bridge"]);
+    l.srvNs.forEach((ns, k) => {
+      const port = pair ? `${l.srvIf[k]}p` : l.cliIf;
+      sh("ip", [
+        "link",
+        "add",
+        l.srvIf[k] as string,
+        "netns",
+        ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        port,
+        "netns",
+        l.cliNs,
+      ]);
+      sh("ip", ["-n", ns, "addr", "add", `${SERVER_ADDRESSES[k]}/16`, "dev", l.srvIf[k] as string]);
+      sh("ip", ["-n", ns, "link", "set", l.srvIf[k] as string, "up"]);
+      if (pair) sh("ip", ["-n", l.cliNs, "link", "set", port, "master", l.cliIf]);
+      sh("ip", ["-n", l.cliNs, "link", "set", port, "up"]);
+    });
     sh("ip", ["-n", l.cliNs, "addr", "add", "10.90.0.2/16", "dev", l.cliIf]);
-    sh("ip", ["-n", l.srvNs, "link", "set", l.srvIf, "up"]);
     sh("ip", ["-n", l.cliNs, "link", "set", l.cliIf, "up"]);
   }
 }
 
 function teardownNetwork(): void {
-  for (const l of lanes) for (const ns of [l.srvNs, l.cliNs]) sh("ip", ["netns", "del", ns], true);
+  for (const l of lanes) for (const ns of [...l.srvNs, l.cliNs]) sh("ip", ["netns", "del", ns], true);
 }
 
 interface ServerUnderTest {
   name: string;
   version: string;
   durability: string;
-  start(stateDir: string, lane: Lane): ChildProcess;
+  /** Server processes on its lane: 2 for an HA pair. */
+  servers?: number;
+  start(stateDir: string, lane: Lane): ChildProcess[];
 }
 
-function nodeServer(): ServerUnderTest {
-  return {
+/** A PostgreSQL database for a server under test, on the run's one PostgreSQL server. */
+interface Database {
+  url: string;
+  socketDir: string;
+  /** Names the socket file (.s.PGSQL.<port>) as well as the TCP port. */
+  port: number;
+  name: string;
+}
+
+function nodeServer(
+  variant: { name: string; durability: string; database?: Database; pair?: boolean } = {
     name: "netboot-appliance",
-    version: "this commit",
     durability: "journal, fdatasync before every ACK (group commit)",
+  },
+): ServerUnderTest {
+  const count = variant.pair ? 2 : 1;
+  return {
+    name: variant.name,
+    version: "this commit",
+    durability: variant.durability,
+    servers: count,
     start(stateDir, lane) {
-      const cfg = join(stateDir, "config.json");
-      writeFileSync(
-        cfg,
-        JSON.stringify({
-          stateDir,
-          dhcp: {
-            mode: "full",
-            interfaces: [lane.srvIf],
-            subnets: [{ subnet: SUBNET, range: POOL, router: "10.90.0.1", lease_time: 7200 }],
-          },
-        }),
-      );
-      return spawn(
-        "ip",
-        ["netns", "exec", lane.srvNs, process.execPath, fileURLToPath(import.meta.url), "--serve", cfg],
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-        },
-      );
+      return Array.from({ length: count }, (_, k) => {
+        const cfg = join(stateDir, `config-${k}.json`);
+        const name = `appliance-${"ab"[k]}`;
+        writeFileSync(
+          cfg,
+          JSON.stringify({
+            stateDir: join(stateDir, name),
+            ...(variant.database ? { state: { backend: "postgres", url: variant.database.url } } : {}),
+            ...(variant.pair
+              ? {
+                  ha: {
+                    mode: "load-balancing",
+                    this: name,
+                    peers: [
+                      { name: "appliance-a", role: "primary" },
+                      { name: "appliance-b", role: "secondary" },
+                    ],
+                  },
+                }
+              : {}),
+            dhcp: {
+              mode: "full",
+              interfaces: [lane.srvIf[k]],
+              subnets: [{ subnet: SUBNET, range: POOL, router: "10.90.0.1", lease_time: 7200 }],
+            },
+          }),
+        );
+        return spawn(
+          "ip",
+          [
+            "netns",
+            "exec",
+            lane.srvNs[k] as string,
+            process.execPath,
+            fileURLToPath(import.meta.url),
+            "--serve",
+            cfg,
+          ],
+          { stdio: ["ignore", "pipe", "pipe"] },
+        );
+      });
     },
   };
 }
@@ -150,51 +224,75 @@ function dnsmasqServer(): ServerUnderTest {
     version,
     durability: "lease file rewritten, no fsync",
     start(stateDir, lane) {
-      return spawn(
-        "ip",
-        [
-          "netns",
-          "exec",
-          lane.srvNs,
-          "dnsmasq",
-          "--no-daemon",
-          "--port=0",
-          "--conf-file=/dev/null",
-          `--interface=${lane.srvIf}`,
-          "--bind-interfaces",
-          `--dhcp-range=${POOL.start},${POOL.end},255.255.0.0,2h`,
-          `--dhcp-leasefile=${join(stateDir, "dnsmasq.leases")}`,
-          `--pid-file=${join(stateDir, "dnsmasq.pid")}`,
-          "--dhcp-lease-max=100000",
-          "--no-ping",
-          "--quiet-dhcp",
-          "--user=root",
-        ],
-        { stdio: ["ignore", "pipe", "pipe"] },
-      );
+      return [
+        spawn(
+          "ip",
+          [
+            "netns",
+            "exec",
+            lane.srvNs[0] as string,
+            "dnsmasq",
+            "--no-daemon",
+            "--port=0",
+            "--conf-file=/dev/null",
+            `--interface=${lane.srvIf[0]}`,
+            "--bind-interfaces",
+            `--dhcp-range=${POOL.start},${POOL.end},255.255.0.0,2h`,
+            `--dhcp-leasefile=${join(stateDir, "dnsmasq.leases")}`,
+            `--pid-file=${join(stateDir, "dnsmasq.pid")}`,
+            "--dhcp-lease-max=100000",
+            "--no-ping",
+            "--quiet-dhcp",
+            "--user=root",
+          ],
+          { stdio: ["ignore", "pipe", "pipe"] },
+        ),
+      ];
     },
   };
 }
 
-function keaServer(): ServerUnderTest {
+function keaServer(database?: Database): ServerUnderTest {
   const version = sh("kea-dhcp4", ["-v"]).trim();
   return {
-    name: "kea-dhcp4",
+    name: database ? "kea-dhcp4 (postgresql)" : "kea-dhcp4",
     version,
-    durability: "memfile persist=true (CSV append, no fsync)",
+    durability: database
+      ? "PostgreSQL lease backend (synchronous commit), multi-threading 4 threads"
+      : "memfile persist=true (CSV append, no fsync)",
     start(stateDir, lane) {
       const cfg = join(stateDir, "kea-dhcp4.json");
       writeFileSync(
         cfg,
         JSON.stringify({
           Dhcp4: {
-            "interfaces-config": { interfaces: [lane.srvIf] },
-            "lease-database": {
-              type: "memfile",
-              persist: true,
-              name: join(stateDir, "kea-leases4.csv"),
-              "lfc-interval": 3600,
-            },
+            "interfaces-config": { interfaces: [lane.srvIf[0]] },
+            "lease-database": database
+              ? // libpq reads a host that starts with / as the socket directory
+                {
+                  type: "postgresql",
+                  name: database.name,
+                  host: database.socketDir,
+                  port: database.port,
+                  user: "postgres",
+                }
+              : {
+                  type: "memfile",
+                  persist: true,
+                  name: join(stateDir, "kea-leases4.csv"),
+                  "lfc-interval": 3600,
+                },
+            // A lease backend that waits on the database gains from Kea's threads (it is how Kea
+            // is run on PostgreSQL); memfile stays on Kea 2.2's default, one thread.
+            ...(database
+              ? {
+                  "multi-threading": {
+                    "enable-multi-threading": true,
+                    "thread-pool-size": 4,
+                    "packet-queue-size": 64,
+                  },
+                }
+              : {}),
             "valid-lifetime": 7200,
             "renew-timer": 3600,
             "rebind-timer": 6300,
@@ -210,10 +308,12 @@ function keaServer(): ServerUnderTest {
           },
         }),
       );
-      return spawn("ip", ["netns", "exec", lane.srvNs, "kea-dhcp4", "-c", cfg], {
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, KEA_PIDFILE_DIR: stateDir, KEA_LOCKFILE_DIR: stateDir },
-      });
+      return [
+        spawn("ip", ["netns", "exec", lane.srvNs[0] as string, "kea-dhcp4", "-c", cfg], {
+          stdio: ["ignore", "pipe", "pipe"],
+          env: { ...process.env, KEA_PIDFILE_DIR: stateDir, KEA_LOCKFILE_DIR: stateDir },
+        }),
+      ];
     },
   };
 }
@@ -324,7 +424,7 @@ interface ServerResult {
 interface Running {
   s: ServerUnderTest;
   lane: Lane;
-  child: ChildProcess;
+  children: ChildProcess[];
   stateDir: string;
   stdout: string;
   steps: PerfResult[];
@@ -357,21 +457,21 @@ async function benchAll(servers: ServerUnderTest[]): Promise<ServerResult[]> {
     const r: Running = {
       s,
       lane,
-      child: s.start(stateDir, lane),
+      children: s.start(stateDir, lane),
       stateDir,
       stdout: "",
       steps: [],
       best: undefined,
       failedAt: undefined,
     };
-    r.child.stdout?.on("data", (d) => {
+    r.children[0]?.stdout?.on("data", (d) => {
       r.stdout += d.toString();
     });
     return r;
   });
   try {
     for (const r of running) {
-      await waitReady(r.child, r.s.name);
+      for (const c of r.children) await waitReady(c, r.s.name);
       // Warm-up, not reported: a slow trickle until the server answers everything.
       for (let i = 0; i < 10; i++) {
         const warm = perfdhcp(r.lane, 20, 1000 + i, 1);
@@ -394,11 +494,14 @@ async function benchAll(servers: ServerUnderTest[]): Promise<ServerResult[]> {
     }
     const results: ServerResult[] = [];
     for (const r of running) {
-      const rss = peakRssKb(r.child.pid as number);
-      const cpu = cpuSeconds(r.child.pid as number);
+      // A pair: both servers' peaks and CPU, added.
+      const rss = r.children.reduce((n, c) => n + peakRssKb(c.pid as number), 0);
+      const cpu = +r.children.reduce((n, c) => n + cpuSeconds(c.pid as number), 0).toFixed(2);
       const exchanges = r.steps.reduce((n, st) => n + (Number.isFinite(st.sent) ? st.sent : 0), 0);
-      r.child.kill("SIGTERM");
-      await new Promise((res) => (r.child.exitCode !== null ? res(undefined) : r.child.on("exit", res)));
+      for (const c of r.children) {
+        c.kill("SIGTERM");
+        await new Promise((res) => (c.exitCode !== null ? res(undefined) : c.on("exit", res)));
+      }
       const journal = r.stdout
         .split("\n")
         .map((l) => {
@@ -433,7 +536,7 @@ async function benchAll(servers: ServerUnderTest[]): Promise<ServerResult[]> {
     return results;
   } finally {
     for (const r of running) {
-      if (r.child.exitCode === null) r.child.kill("SIGKILL");
+      for (const c of r.children) if (c.exitCode === null) c.kill("SIGKILL");
       rmSync(r.stateDir, { recursive: true, force: true });
     }
   }
@@ -445,7 +548,7 @@ function markdown(results: ServerResult[], meta: Record<string, unknown>): strin
     "# DHCP benchmark (perfdhcp DORA, no drops)",
     "",
     `${meta.date} · ${meta.cpu} · ${meta.cores} cores (shared; 1-min load average ${meta.loadavg1mBefore} before, ${meta.loadavg1mAfter} after) · perfdhcp ${meta.perfdhcp} · ${PERIOD_S} s per rate step, ${CLIENTS} simulated clients, pool ${POOL.start}-${POOL.end}`,
-    "All three servers run at once in their own namespaces; each rate step is run against each server in turn.",
+    "All servers run at once in their own namespaces; each rate step is run against each server in turn. A pair's RSS and CPU are its two servers' added.",
     "",
     "| server | durability | max DORA/s without drops | DISCOVER→OFFER avg ms | REQUEST→ACK avg ms | REQUEST→ACK max ms | peak RSS MB | server CPU ms per DORA | ours ÷ this |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -456,6 +559,17 @@ function markdown(results: ServerResult[], meta: Record<string, unknown>): strin
       `| ${r.name} (${r.version}) | ${r.durability} | ${r.bestRate} | ${r.latencyMs?.discoverOffer ?? "-"} | ${r.latencyMs?.requestAck ?? "-"} | ${r.latencyMs?.maxRequestAck ?? "-"} | ${r.peakRssMb} | ${r.cpuMsPerDora ?? "-"} | ${ratio} |`,
     );
   }
+  const onPg = (n: string) => results.find((r) => r.name === n);
+  const keaPg = onPg("kea-dhcp4 (postgresql)");
+  if (keaPg && keaPg.bestRate > 0)
+    for (const n of ["netboot-appliance (postgres)", "netboot-appliance pair (postgres)"]) {
+      const r = onPg(n);
+      if (r)
+        lines.push(
+          "",
+          `On PostgreSQL: ${n} ÷ kea-dhcp4 (postgresql) = ${(r.bestRate / keaPg.bestRate).toFixed(2)}x the DORA rate.`,
+        );
+    }
   lines.push("", "Rate steps (rate: drops):", "");
   for (const r of results)
     lines.push(`- ${r.name}: ${r.steps.map((s) => `${s.rate}: ${s.drops}`).join(", ")}`);
@@ -473,12 +587,40 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("bench:dhcp needs root (network namespaces)");
   const started = Date.now();
   const loadBefore = loadavg();
+  const servers = [nodeServer(), keaServer(), dnsmasqServer()];
+  // The same PostgreSQL server (fsync and synchronous commit on, its defaults) for every server on it.
+  const pg = postgresBinDir() ? new TestPostgres() : undefined;
+  if (pg) {
+    pg.init();
+    const db = (name: string): Database => {
+      pg.psql(`CREATE DATABASE ${name}`);
+      return { name, socketDir: pg.dir, port: pg.port, url: pg.url.replace("/netboot?", `/${name}?`) };
+    };
+    const kea = db("kea");
+    sh("kea-admin", ["db-init", "pgsql", "-h", pg.dir, "-P", String(pg.port), "-u", "postgres", "-n", "kea"]);
+    servers.push(
+      nodeServer({
+        name: "netboot-appliance (postgres)",
+        durability: "PostgreSQL, a committed row before every ACK (group commit)",
+        database: db("single"),
+      }),
+      nodeServer({
+        name: "netboot-appliance pair (postgres)",
+        durability: "two servers, load-balancing, one PostgreSQL database",
+        database: db("pair"),
+        pair: true,
+      }),
+      keaServer(kea),
+    );
+  } else console.log("SKIP postgres columns: PostgreSQL is not installed (apt-get install postgresql)");
+  lanes = servers.map((s, i) => makeLane(i, s.servers ?? 1));
   setupNetwork();
   let results: ServerResult[];
   try {
-    results = await benchAll([nodeServer(), keaServer(), dnsmasqServer()]);
+    results = await benchAll(servers);
   } finally {
     teardownNetwork();
+    pg?.destroy();
   }
   const meta = {
     date: new Date().toISOString(),

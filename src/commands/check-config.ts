@@ -21,6 +21,18 @@ export async function commandCheckConfig(
   );
   for (const s of d.subnets)
     out.push(`             ${s.subnet} range ${s.range.start}-${s.range.end} lease ${s.lease_time}s`);
+  out.push(
+    config.state.backend === "postgres"
+      ? "leases:    postgres, shared (the url is a secret and is not shown)"
+      : `leases:    journal in ${config.state_dir}`,
+  );
+  if (config.ha) {
+    const me = config.ha.peers.find((p) => p.name === config.ha?.this);
+    const peer = config.ha.peers.find((p) => p.name !== config.ha?.this);
+    out.push(
+      `ha:        ${config.ha.mode}; this ${me?.name} (${me?.role}), peer ${peer?.name} (${peer?.role}); failover after ${config.ha.failover_ms} ms`,
+    );
+  }
   out.push(`tftp:      ${config.tftp.address}:${config.tftp.port} root ${config.tftp.root}`);
   for (const [arch, loader] of Object.entries(config.boot.loaders)) {
     if (!loader) continue;

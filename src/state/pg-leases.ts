@@ -62,6 +62,12 @@ function rowToLease(r: Row): Lease | undefined {
   return parseRecord(`${r.address},${r.mac},${r.expires_ms},${r.state},${r.hostname}`);
 }
 
+/** Every lease in the shared database, read without a running server (`netboot leases`). */
+export async function readLeasesFromDatabase(sql: Sql): Promise<Lease[]> {
+  const rows = await sql.unsafe<Row[]>(`${SELECT_ALL} ORDER BY address`);
+  return rows.map(rowToLease).filter((l): l is Lease => l !== undefined);
+}
+
 interface PendingCommit {
   records: Lease[];
   /** What each record replaced in memory, to undo a record the database did not take. */

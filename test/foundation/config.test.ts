@@ -121,6 +121,40 @@ describe("config errors name the file, the line and the field", () => {
     expect(result.stdout).toContain("dhcp:      off");
   });
 
+  it("netboot check-config refuses an inconsistent HA pair and summarises a consistent one", async () => {
+    const pair = (role: string, backend = "postgres") => `tftp: { root: . }
+state:
+  backend: ${backend}
+  url: postgres://netboot:pw@db.example/netboot
+ha:
+  mode: load-balancing
+  this: a
+  peers:
+    - { name: a, role: primary }
+    - { name: b, role: ${role} }
+dhcp:
+  mode: full
+  interfaces: [lo]
+  subnets: [{ subnet: 10.0.0.0/24, range: { start: 10.0.0.10, end: 10.0.0.99 } }]
+`;
+    const bad = await cli("check-config", "--config", tempConfig(pair("standby", "journal")));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(
+      /config\.yaml:10 ha\.peers: load-balancing needs one primary and one secondary, not primary and standby/,
+    );
+    expect(bad.stderr).toMatch(
+      /config\.yaml:\d+ ha: an HA pair shares its leases: it needs state\.backend postgres/,
+    );
+    expect(bad.stderr).not.toContain("pw@");
+    const good = await cli("check-config", "--config", tempConfig(pair("secondary")));
+    expect(good.stderr).toBe("");
+    expect(good.code).toBe(0);
+    expect(good.stdout).toContain(
+      "ha:        load-balancing; this a (primary), peer b (secondary); failover after 5000 ms",
+    );
+    expect(good.stdout).not.toContain("pw@");
+  });
+
   it("secrets come from a file or the environment, and a missing one fails at load", () => {
     const base = `tftp: { root: . }
 images:

@@ -31,7 +31,8 @@ describe("RFC 3074 hash", () => {
     const counts = [0, 0];
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 6, maxLength: 6 }), (mac) => {
-        (counts as number[])[HaScope.bucketOwner(mac)]++;
+        const owner = HaScope.bucketOwner(mac);
+        counts[owner] = (counts[owner] ?? 0) + 1;
       }),
       { numRuns: 4000, seed: 7 },
     );

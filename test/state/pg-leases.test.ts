@@ -7,7 +7,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Lease, LeaseConflictError } from "../../src/dhcp/lease-types.js";
 import { MIGRATIONS, SCHEMA_VERSION } from "../../src/state/migrations.js";
-import { PgLeaseStore } from "../../src/state/pg-leases.js";
+import { PgLeaseStore, readLeasesFromDatabase } from "../../src/state/pg-leases.js";
 import { connect, migrate, type Sql } from "../../src/state/postgres.js";
 import { postgresAvailable, TestPostgres } from "../support/postgres.js";
 
@@ -79,6 +79,8 @@ describe.runIf(run)("postgres lease store", () => {
       state: "bound",
       hostname: "old-host",
     });
+    // `netboot leases` reads the same rows without a running server.
+    expect(await readLeasesFromDatabase(sql)).toEqual([store.get("10.0.0.5")]);
     await store.close();
   });
 
