@@ -140,7 +140,7 @@ dhcp:
     const bad = await cli("check-config", "--config", tempConfig(pair("standby", "journal")));
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(
-      /config\.yaml:10 ha\.peers: load-balancing needs one primary and one secondary, not primary and standby/,
+      /config\.yaml:9 ha\.peers: load-balancing needs one primary and one secondary, not primary and standby/,
     );
     expect(bad.stderr).toMatch(
       /config\.yaml:\d+ ha: an HA pair shares its leases: it needs state\.backend postgres/,
