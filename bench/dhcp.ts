@@ -53,25 +53,15 @@ async function serveMode(configPath: string): Promise<void> {
   const { DhcpServer } = await import("../src/dhcp/server.js");
   const { makeBootPolicy } = await import("../src/dhcp/boot-policy.js");
   const { SharedState } = await import("../src/state/shared.js");
-  const { stateConfigSchema } = await import("../src/state/config.js");
-  const { haConfigSchema } = await import("../src/ha/config.js");
   const spec = JSON.parse(readFileSync(configPath, "utf8"));
   const logger = pino({ level: "warn" });
-  const shared = spec.state
-    ? new SharedState({
-        state: stateConfigSchema.parse(spec.state),
-        ha: spec.ha ? haConfigSchema.parse(spec.ha) : undefined,
-        logger,
-      })
-    : undefined;
+  const shared = spec.state ? SharedState.fromSections(spec.state, spec.ha, logger) : undefined;
   await shared?.start();
   const server = new DhcpServer({
     config: dhcpConfigSchema.parse(spec.dhcp),
     stateDir: spec.stateDir,
     logger,
-    openLeases: shared ? () => shared.openLeases() : undefined,
-    inScope: shared?.scope ? (type, key) => shared.inScope(type, key) : undefined,
-    poolShare: shared?.scope?.poolShare,
+    ...shared?.dhcpOptions(),
     bootPolicy: makeBootPolicy({
       loaders: { x64: { shim: "x64/shimx64.efi" }, aa64: { shim: "aa64/shimaa64.efi" } },
       nextServer: "10.90.0.1",

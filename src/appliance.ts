@@ -69,11 +69,7 @@ export class Appliance {
               if (e.message === "discover" || e.message === "request") this.plan.anticipate(e.mac, e.uuid);
             },
             leaseStore: { onSync: (seconds) => this.metrics.leaseCommitSeconds.observe(seconds) },
-            openLeases: shared
-              ? () => shared.openLeases((seconds) => this.metrics.leaseCommitSeconds.observe(seconds))
-              : undefined,
-            inScope: shared?.scope ? (type, key) => shared.inScope(type, key) : undefined,
-            poolShare: shared?.scope?.poolShare,
+            ...shared?.dhcpOptions((seconds) => this.metrics.leaseCommitSeconds.observe(seconds)),
           });
     this.state = new MachineState({
       registry: new MachineRegistry({ role: this.config.dhcp.mode, leases: this.dhcp }),

@@ -32,6 +32,7 @@ import {
 import { open, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { GroupCommit } from "./group-commit.js";
 
 import { LeaseIndex } from "./lease-index.js";
 import type { Lease, LeaseBackend, LeaseState } from "./lease-types.js";
@@ -130,8 +131,10 @@ export class LeaseStore implements LeaseBackend {
   private waiters: Waiter[] = [];
   /** Bytes of the journal known to be whole; a failed write is cut back to this. */
   private journalBytes = 0;
-  private scheduled = false;
-  private flushing: Promise<void> | undefined;
+  private readonly group = new GroupCommit(
+    () => this.pending.length > 0,
+    () => this.flushLoop(),
+  );
   private journalRecords = 0;
   private compacting: Promise<void> | undefined;
   private closed = false;
@@ -219,20 +222,7 @@ export class LeaseStore implements LeaseBackend {
     }
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.scheduled || this.flushing) return;
-    this.scheduled = true;
-    // setImmediate runs after the poll phase: every datagram read in this turn has been handled by then.
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flushing = this.flushLoop().finally(() => {
-        this.flushing = undefined;
-        if (this.pending.length > 0) this.schedule();
-      });
+      this.group.schedule();
     });
   }
 
@@ -303,10 +293,7 @@ export class LeaseStore implements LeaseBackend {
 
   /** Waits until every committed record is on disk. */
   async flush(): Promise<void> {
-    while (this.pending.length > 0 || this.flushing || this.scheduled) {
-      if (this.flushing) await this.flushing;
-      else await new Promise<void>((r) => setImmediate(r));
-    }
+    await this.group.settled();
   }
 
   /** Called between batches (nothing in flight): the journal is closed, renamed to .2, and a new one started. */

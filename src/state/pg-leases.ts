@@ -12,6 +12,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import { GroupCommit } from "../dhcp/group-commit.js";
 import { LeaseIndex } from "../dhcp/lease-index.js";
 import { type Lease, type LeaseBackend, LeaseConflictError } from "../dhcp/lease-types.js";
 import { formatRecord, parseRecord } from "../dhcp/leases.js";
@@ -89,8 +90,10 @@ export interface PgLeaseStoreOptions {
 export class PgLeaseStore implements LeaseBackend {
   private readonly leases = new LeaseIndex();
   private pending: PendingCommit[] = [];
-  private scheduled = false;
-  private flushing: Promise<void> | undefined;
+  private readonly group = new GroupCommit(
+    () => this.pending.length > 0,
+    () => this.flushLoop(),
+  );
   private closed = false;
   private listening: { unlisten: () => Promise<void> } | undefined;
   /** Tags our own notifications, which memory already reflects. */
@@ -149,19 +152,7 @@ export class PgLeaseStore implements LeaseBackend {
     for (const r of clean) this.leases.apply(r);
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ records: clean, previous, resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.scheduled || this.flushing) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flushing = this.flushLoop().finally(() => {
-        this.flushing = undefined;
-        if (this.pending.length > 0) this.schedule();
-      });
+      this.group.schedule();
     });
   }
 
@@ -306,10 +297,7 @@ export class PgLeaseStore implements LeaseBackend {
   }
 
   async flush(): Promise<void> {
-    while (this.pending.length > 0 || this.flushing || this.scheduled) {
-      if (this.flushing) await this.flushing;
-      else await new Promise<void>((r) => setImmediate(r));
-    }
+    await this.group.settled();
   }
 
   async close(): Promise<void> {

@@ -5,10 +5,11 @@
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import type { LeaseBackend } from "../dhcp/lease-types.js";
-import { type HaConfig, heartbeatMs } from "../ha/config.js";
+import type { DhcpServerOptions } from "../dhcp/server.js";
+import { type HaConfig, haConfigSchema, heartbeatMs } from "../ha/config.js";
 import { PeerMonitor } from "../ha/peers.js";
 import { HaScope } from "../ha/scope.js";
-import type { StateConfig } from "./config.js";
+import { type StateConfig, stateConfigSchema } from "./config.js";
 import { PgLeaseStore } from "./pg-leases.js";
 import { connect, migrate, type Sql } from "./postgres.js";
 
@@ -28,6 +29,26 @@ export class SharedState {
   constructor(private readonly opts: SharedStateOptions) {
     this.serverName = opts.ha?.this ?? hostname();
     this.scope = opts.ha ? new HaScope(opts.ha) : undefined;
+  }
+
+  /** From unparsed `state` and `ha` sections (the test fixtures' and the benchmark's JSON specs). */
+  static fromSections(state: unknown, ha: unknown, logger: Logger): SharedState {
+    return new SharedState({
+      state: stateConfigSchema.parse(state),
+      ha: ha === undefined ? undefined : haConfigSchema.parse(ha),
+      logger,
+    });
+  }
+
+  /** What the DHCP server takes from shared state: its lease store and, in a pair, who answers. */
+  dhcpOptions(
+    onSync?: (seconds: number) => void,
+  ): Pick<DhcpServerOptions, "openLeases" | "inScope" | "poolShare"> {
+    return {
+      openLeases: () => this.openLeases(onSync),
+      inScope: this.scope ? (type, key) => this.inScope(type, key) : undefined,
+      poolShare: this.scope?.poolShare,
+    };
   }
 
   /** Connects, applies missing schema steps, and (in a pair) beats once and reads the peer. */
