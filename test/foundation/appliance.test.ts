@@ -4,7 +4,7 @@
  *
  *   nbap-srv [nbap-s0 10.79.0.1/24] ── [nbap-c0] nbap-cl
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -13,11 +13,11 @@ import { stringify } from "yaml";
 import { Lab, tempDir } from "../dhcp/helpers/netns.js";
 import { peImage } from "../support/pe.js";
 import { commandsAvailable, isRoot, resourceAvailable } from "../support/require.js";
+import { CLI, startServe } from "../support/serve.js";
 
 const execFileP = promisify(execFile);
 const ready =
   resourceAvailable("root (network namespaces)", isRoot()) && commandsAvailable("ip", "udhcpc", "curl");
-const CLI = join(import.meta.dirname, "../../dist/src/bin.js");
 const SRV = "nbap-srv";
 const CL = "nbap-cl";
 const MAC = "52:54:00:79:00:01";
@@ -26,8 +26,7 @@ const CHAP_SECRET = "Chap-Secret-For-Node1";
 describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", () => {
   const lab = new Lab();
   const dir = tempDir("nbap-");
-  const output: string[] = [];
-  let server: ChildProcess;
+  let output: string[] = [];
 
   beforeAll(async () => {
     const root = join(dir, "tftp");
@@ -88,23 +87,8 @@ describe.runIf(ready)("netboot serve: DHCP + TFTP + boot plan in one process", (
     lab.exec(CL, "ip", ["link", "set", "nbap-c0", "down"]);
     lab.exec(CL, "ip", ["link", "set", "nbap-c0", "address", MAC]);
     lab.exec(CL, "ip", ["link", "set", "nbap-c0", "up"]);
-    server = spawn("ip", ["netns", "exec", SRV, "node", CLI, "serve", "--config", join(dir, "config.yaml")], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    lab.children.push(server);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server did not start:\n${output.join("")}`)), 20_000);
-      const onData = (d: Buffer) => {
-        output.push(d.toString());
-        if (output.join("").includes("netboot-appliance started")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      server.stdout?.on("data", onData);
-      server.stderr?.on("data", onData);
-      server.once("exit", (code) => reject(new Error(`server exited ${code}:\n${output.join("")}`)));
-    });
+    // lab.cleanup() stops it
+    output = (await startServe(lab, SRV, join(dir, "config.yaml"), 20_000)).output;
   }, 60_000);
 
   afterAll(() => {

@@ -7,7 +7,7 @@
  *                               ├─ nbps-br (nbps-c: udhcpc, curl)
  *   nbps-b [nbps-b0 10.83.0.2] ─┘
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -18,13 +18,13 @@ import { Lab, tempDir } from "../dhcp/helpers/netns.js";
 import { peImage } from "../support/pe.js";
 import { postgresAvailable, TestPostgres } from "../support/postgres.js";
 import { commandsAvailable, isRoot, resourceAvailable } from "../support/require.js";
+import { CLI, startServe } from "../support/serve.js";
 
 const execFileP = promisify(execFile);
 const ready =
   resourceAvailable("root (network namespaces)", isRoot()) &&
   commandsAvailable("ip", "udhcpc", "curl") &&
   postgresAvailable();
-const CLI = join(import.meta.dirname, "../../dist/src/bin.js");
 const MAC = "52:54:00:83:00:01";
 const CHAP_SECRET = "Chap-Secret-For-Pair-Node";
 const SIDES = ["a", "b"] as const;
@@ -98,34 +98,7 @@ describe.runIf(ready)("netboot serve as an HA pair: the survivor serves the mach
   }
 
   async function serve(side: "a" | "b"): Promise<void> {
-    const output: string[] = [];
-    const child = spawn(
-      "ip",
-      ["netns", "exec", `nbps-${side}`, "node", CLI, "serve", "--config", configFile(side)],
-      {
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    lab.children.push(child);
-    servers.set(side, { child, output });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`appliance-${side} did not start:\n${output.join("")}`)),
-        30_000,
-      );
-      const onData = (d: Buffer) => {
-        output.push(d.toString());
-        if (output.join("").includes("netboot-appliance started")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      child.stdout?.on("data", onData);
-      child.stderr?.on("data", onData);
-      child.once("exit", (code) =>
-        reject(new Error(`appliance-${side} exited ${code}:\n${output.join("")}`)),
-      );
-    });
+    servers.set(side, await startServe(lab, `nbps-${side}`, configFile(side)));
   }
 
   beforeAll(async () => {
