@@ -53,3 +53,25 @@ export class LeaseIndex {
     this.macIndex.clear();
   }
 }
+
+/** The reads every lease backend serves from its in-memory index (what LeaseBackend asks besides commit). */
+export abstract class IndexedLeases {
+  protected readonly leases = new LeaseIndex();
+
+  get(address: string): Lease | undefined {
+    return this.leases.get(address);
+  }
+
+  /** The address record currently naming this MAC (bound, free or expired), if any. */
+  byMac(mac: string): Lease | undefined {
+    return this.leases.byMac(mac);
+  }
+
+  all(): Lease[] {
+    return this.leases.all();
+  }
+
+  get size(): number {
+    return this.leases.size;
+  }
+}

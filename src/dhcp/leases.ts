@@ -34,7 +34,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { GroupCommit } from "./group-commit.js";
 
-import { LeaseIndex } from "./lease-index.js";
+import { IndexedLeases } from "./lease-index.js";
 import type { Lease, LeaseBackend, LeaseState } from "./lease-types.js";
 
 export type { Lease, LeaseState } from "./lease-types.js";
@@ -123,8 +123,7 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
-export class LeaseStore implements LeaseBackend {
-  private readonly leases = new LeaseIndex();
+export class LeaseStore extends IndexedLeases implements LeaseBackend {
   private pending: string[] = [];
   /** What each pending record replaced in memory, so a batch that fails to reach disk is undone. */
   private undo: { applied: Lease; previous: Lease | undefined }[] = [];
@@ -146,7 +145,9 @@ export class LeaseStore implements LeaseBackend {
     private fd: number,
     private readonly logger: Logger,
     private readonly opts: Required<Omit<LeaseStoreOptions, "onSync">> & Pick<LeaseStoreOptions, "onSync">,
-  ) {}
+  ) {
+    super();
+  }
 
   static async open(dir: string, logger: Logger, options: LeaseStoreOptions = {}): Promise<LeaseStore> {
     mkdirSync(dir, { recursive: true });
@@ -186,23 +187,6 @@ export class LeaseStore implements LeaseBackend {
     if (rotated !== undefined) await store.compactRotated();
     logger.info({ dir, leases: map.size }, "lease store opened");
     return store;
-  }
-
-  get(address: string): Lease | undefined {
-    return this.leases.get(address);
-  }
-
-  /** The address record currently naming this MAC (bound, free or expired), if any. */
-  byMac(mac: string): Lease | undefined {
-    return this.leases.byMac(mac);
-  }
-
-  all(): Lease[] {
-    return this.leases.all();
-  }
-
-  get size(): number {
-    return this.leases.size;
   }
 
   private apply(lease: Lease): void {

@@ -13,7 +13,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { GroupCommit } from "../dhcp/group-commit.js";
-import { LeaseIndex } from "../dhcp/lease-index.js";
+import { IndexedLeases } from "../dhcp/lease-index.js";
 import { type Lease, type LeaseBackend, LeaseConflictError } from "../dhcp/lease-types.js";
 import { formatRecord, parseRecord } from "../dhcp/leases.js";
 import type { Sql } from "./postgres.js";
@@ -87,8 +87,7 @@ export interface PgLeaseStoreOptions {
   now?: () => number;
 }
 
-export class PgLeaseStore implements LeaseBackend {
-  private readonly leases = new LeaseIndex();
+export class PgLeaseStore extends IndexedLeases implements LeaseBackend {
   private pending: PendingCommit[] = [];
   private readonly group = new GroupCommit(
     () => this.pending.length > 0,
@@ -105,6 +104,7 @@ export class PgLeaseStore implements LeaseBackend {
   private readonly now: () => number;
 
   private constructor(private readonly opts: PgLeaseStoreOptions) {
+    super();
     this.now = opts.now ?? Date.now;
   }
 
@@ -127,22 +127,6 @@ export class PgLeaseStore implements LeaseBackend {
     );
     opts.logger.info({ leases: store.size, server: opts.serverName }, "lease store opened (postgres)");
     return store;
-  }
-
-  get(address: string): Lease | undefined {
-    return this.leases.get(address);
-  }
-
-  byMac(mac: string): Lease | undefined {
-    return this.leases.byMac(mac);
-  }
-
-  all(): Lease[] {
-    return this.leases.all();
-  }
-
-  get size(): number {
-    return this.leases.size;
   }
 
   commit(records: Lease[]): Promise<void> {
