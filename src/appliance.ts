@@ -55,6 +55,7 @@ export class Appliance {
           })
         : undefined;
     this.shared = shared;
+    if (shared) this.metrics.sharedStateSource = () => shared.status();
     this.dhcp =
       this.config.dhcp.mode === "off"
         ? undefined

@@ -31,6 +31,29 @@ export class Metrics {
       }
     },
   });
+  /** Read at each scrape: the shared lease database's health and, in a pair, the peer's (absent: journal). */
+  sharedStateSource:
+    | (() => { database: boolean; peer?: { name: string; up: boolean } | undefined })
+    | undefined;
+  readonly leaseDatabaseUp = new Gauge({
+    name: "netboot_lease_database_up",
+    help: "1 when the last statement on the shared lease database (PostgreSQL) succeeded, else 0",
+    registers: [this.registry],
+    collect: () => {
+      const s = this.sharedStateSource?.();
+      if (s) this.leaseDatabaseUp.set(s.database ? 1 : 0);
+    },
+  });
+  readonly haPeerUp = new Gauge({
+    name: "netboot_ha_peer_up",
+    help: "1 while the HA peer's heartbeat is within failover_ms (it serves its share), else 0 (this appliance serves all)",
+    labelNames: ["peer"] as const,
+    registers: [this.registry],
+    collect: () => {
+      const peer = this.sharedStateSource?.()?.peer;
+      if (peer) this.haPeerUp.set({ peer: peer.name }, peer.up ? 1 : 0);
+    },
+  });
   readonly leaseCommitSeconds = new Histogram({
     name: "netboot_dhcp_lease_commit_seconds",
     help: "Time from a lease record's commit to its fdatasync (the ACK waits for it)",

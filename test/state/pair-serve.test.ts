@@ -46,6 +46,7 @@ describe.runIf(ready)("netboot serve as an HA pair: the survivor serves the mach
         state_dir: join(dir, `state-${side}`),
         cache_dir: join(dir, `cache-${side}`),
         state: { backend: "postgres", url: pg.url },
+        admin: { listen: `${ADDRESS[side]}:9100` },
         ha: {
           mode: "load-balancing",
           this: `appliance-${side}`,
@@ -208,6 +209,22 @@ describe.runIf(ready)("netboot serve as an HA pair: the survivor serves the mach
     expect(own).toContain(`iscsi_password=${CHAP_SECRET}`);
     lab.exec("nbps-c", "ip", ["addr", "add", "10.83.0.77/16", "dev", "nbps-m"]);
     await expect(tftp(ADDRESS[survivor], `grub/${MAC}.conf`, "10.83.0.77")).rejects.toThrow();
+    // Once the survivor has seen the peer's heartbeat go stale, its metrics say so.
+    const end = Date.now() + 15_000;
+    while (!servers.get(survivor)?.output.join("").includes("ha: peer is down") && Date.now() < end)
+      await new Promise((r) => setTimeout(r, 100));
+    const { stdout: metrics } = await execFileP("ip", [
+      "netns",
+      "exec",
+      "nbps-c",
+      "curl",
+      "-sS",
+      "--max-time",
+      "10",
+      `http://${ADDRESS[survivor]}:9100/metrics`,
+    ]);
+    expect(metrics).toMatch(new RegExp(`netboot_ha_peer_up\\{peer="appliance-${owner}"\\} 0`));
+    expect(metrics).toMatch(/netboot_lease_database_up 1/);
     const logs = servers.get(survivor)?.output.join("") ?? "";
     expect(logs).toContain("machine config refused");
     expect(logs).not.toContain(CHAP_SECRET);
