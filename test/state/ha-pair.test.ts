@@ -102,6 +102,14 @@ describe.runIf(ready)("HA pair on PostgreSQL", () => {
     return Object.assign(new JsonLines(child), { child });
   }
 
+  /** Each has read the other's heartbeat: until then a server that started first serves everyone. */
+  const pairUp = (...servers: { out: JsonLines }[]) =>
+    Promise.all(
+      servers.map((s) =>
+        s.out.waitFor((l) => l.msg === "ha: peer is up: serving this appliance's share", 10_000),
+      ),
+    );
+
   const exited = (c: ChildProcess) =>
     new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.on("exit", () => r())));
   const acksOf = (f: JsonLines): Ack[] => f.lines.filter((l) => l.event === "ack") as unknown as Ack[];
@@ -160,6 +168,7 @@ describe.runIf(ready)("HA pair on PostgreSQL", () => {
   it("load-balancing: both answer their share of a flood; no address has two owners", async () => {
     const a = await start("a", "load-balancing");
     const b = await start("b", "load-balancing");
+    await pairUp(a, b);
     const f = flood(1, 800);
     const perf = lab.spawn("nbha-c", "perfdhcp", [
       "-4",
@@ -279,6 +288,7 @@ describe.runIf(ready)("HA pair on PostgreSQL", () => {
   it("hot-standby: only the primary answers; a clean stop hands over at the next heartbeat", async () => {
     const a = await start("a", "hot-standby");
     const b = await start("b", "hot-standby");
+    await pairUp(a, b);
     const f = flood(4, 200);
     await exited(f.child);
     const acks = acksOf(f);

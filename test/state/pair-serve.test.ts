@@ -127,6 +127,13 @@ describe.runIf(ready)("netboot serve as an HA pair: the survivor serves the mach
     lab.exec("nbps-c", "ip", ["link", "set", "nbps-br", "up"]);
     for (const side of SIDES) writeConfig(side);
     await Promise.all(SIDES.map((side) => serve(side)));
+    // Each has read the other's heartbeat: until then the one that started first serves everyone.
+    const end = Date.now() + 10_000;
+    while (
+      SIDES.some((side) => !servers.get(side)?.output.join("").includes("ha: peer is up")) &&
+      Date.now() < end
+    )
+      await new Promise((r) => setTimeout(r, 50));
   }, 120_000);
 
   afterAll(() => {
