@@ -89,6 +89,8 @@ export interface PgLeaseStoreOptions {
 
 export class PgLeaseStore extends IndexedLeases implements LeaseBackend {
   private pending: PendingCommit[] = [];
+  /** The batch being written now: a reload must keep its records too. */
+  private writing: PendingCommit[] = [];
   private readonly group = new GroupCommit(
     () => this.pending.length > 0,
     () => this.flushLoop(),
@@ -144,7 +146,9 @@ export class PgLeaseStore extends IndexedLeases implements LeaseBackend {
     while (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
+      this.writing = batch;
       await this.writeBatch(batch);
+      this.writing = [];
     }
   }
 
@@ -244,7 +248,7 @@ export class PgLeaseStore extends IndexedLeases implements LeaseBackend {
   /** Replaces memory with the table, keeping records of commits still in flight. */
   async reload(): Promise<void> {
     const rows = await this.opts.sql.unsafe<Row[]>(SELECT_ALL);
-    const inFlight = this.pending.flatMap((c) => c.records);
+    const inFlight = [...this.writing, ...this.pending].flatMap((c) => c.records);
     this.leases.clear();
     for (const r of rows) {
       const lease = rowToLease(r);
