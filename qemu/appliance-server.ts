@@ -6,6 +6,7 @@ import { packageRoot } from "../src/package-root.js";
 import { type BootServerContext, type BootServerFactory, loaderNames } from "./boot-server.js";
 import type { RootVolume } from "./cmdline.js";
 import { dnsmasqDhcpArgs } from "./dnsmasq-server.js";
+import type { LabNetwork } from "./netns.js";
 import { type Daemon, run, startDaemon } from "./proc.js";
 import { parseApplianceLine, type ServerLogItem } from "./timeline.js";
 
@@ -122,36 +123,14 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
     const { net, boot, workDir, logger } = ctx;
     const volume = ctx.volume;
     if (!volume || !ctx.flavour) throw new Error("the appliance needs the boot's volume and flavour");
-    const root = join(workDir, "tftp");
-    const names = loaderNames(boot.arch);
-    await mkdir(join(root, boot.arch), { recursive: true });
-    // Copies, not links: the TFTP jail refuses a symlink that leads out of its root.
     const loader = opts.loader ?? "shim";
-    const files =
-      loader === "ipxe"
-        ? [names.shim, names.grub, names.mok, names.ipxe]
-        : [names.shim, names.grub, names.mok];
-    for (const file of files) {
-      await copyFile(join(boot.loaderDir, file), join(root, boot.arch, file));
-    }
+    const root = await labTftpRoot(ctx, loader);
     const helpers: Daemon[] = [];
     const stopHelpers = () => Promise.all(helpers.map((h) => h.stop(2_000)));
     const mode = opts.dhcpMode ?? "full";
 
     try {
-      const image: Record<string, unknown> = {
-        flavour: ctx.flavour,
-        root: `UUID=${volume.rootUuid}`,
-        extra_args: ctx.extraArgs ?? [],
-      };
-      const machine: Record<string, unknown> = {
-        name: MACHINE,
-        macs: [ctx.mac],
-        arch: boot.arch,
-        loader,
-        image: "lab",
-        initiator_iqn: volume.initiatorIqn,
-      };
+      const { image, machine } = labMachine(ctx, volume, loader);
       let resolvers: Record<string, unknown> | undefined;
       let openstack: Awaited<ReturnType<typeof startJsonHelper>> | undefined;
       if (opts.cinder || opts.ironic) {
@@ -196,6 +175,9 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
           "openstack",
         );
         helpers.push(openstack.daemon);
+        // Kernel and initrd come from Glance through the appliance's cache.
+        delete image.kernel;
+        delete image.initrd;
         machine.volume = { resolver: "cinder", volume_id: VOLUME_ID };
         resolvers = {
           cinder: {
@@ -209,79 +191,22 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
           },
           ...(opts.ironic ? { ironic: { image: "lab" } } : {}),
         };
-      } else {
-        image.kernel = { path: boot.kernel };
-        image.initrd = { path: boot.initrd };
-        machine.volume = staticVolume(volume);
       }
       if (mode === "proxy") helpers.push(startSiteDhcp(ctx));
 
-      const config: Record<string, unknown> = {
-        listen: { interfaces: [net.bridge], address: net.serverIp },
-        log: { level: "info" },
-        state_dir: join(workDir, "state"),
-        cache_dir: join(workDir, "cache"),
-        dhcp:
-          mode === "full"
-            ? {
-                mode,
-                subnets: [
-                  {
-                    subnet: `${net.subnet}.0/${net.prefixLength}`,
-                    interface: net.bridge,
-                    range: { start: `${net.subnet}.100`, end: `${net.subnet}.200` },
-                    lease_time: 3600,
-                  },
-                ],
-                reservations: [{ mac: ctx.mac, address: `${net.subnet}.10`, hostname: MACHINE }],
-              }
-            : { mode },
-        tftp: { root },
-        // Always on: UEFI HTTP boot clients and iPXE need it, and it costs a PXE boot nothing.
-        http: { enable: true, port: LAB_HTTP_PORT },
-        admin: { listen: `${net.serverIp}:${LAB_ADMIN_PORT}`, token: LAB_ADMIN_TOKEN },
-        boot: {
-          loaders: {
-            [boot.arch]: {
-              shim: `${boot.arch}/${names.shim}`,
-              grub: `${boot.arch}/${names.grub}`,
-              ...(loader === "ipxe" ? { ipxe: `${boot.arch}/${names.ipxe}` } : {}),
-            },
-          },
-          grub: { timeout: 0 },
-        },
-        images: { lab: image },
+      const config = labConfig(ctx, {
+        root,
+        loader,
+        listen: { interface: net.bridge, address: net.serverIp },
+        dhcp: mode === "full" ? fullDhcp(ctx, net.bridge) : { mode },
+        image,
         machines: opts.ironic ? [] : [machine],
         ...(resolvers ? { resolvers } : {}),
-      };
+      });
       const configFile = join(workDir, "netboot.yaml");
       await writeFile(configFile, stringify(config));
 
-      const items: ServerLogItem[] = [];
-      const recent: string[] = [];
-      const cli = join(packageRoot(), "dist/src/bin.js");
-      const [cmd, argv] = net.exec(process.execPath, cli, "serve", "--config", configFile);
-      let started!: () => void;
-      const ready = new Promise<void>((r) => {
-        started = r;
-      });
-      const d = startDaemon(cmd, argv, (line, at) => {
-        logger.debug({ appliance: line }, "appliance");
-        recent.push(line);
-        if (recent.length > 10) recent.shift();
-        if (line.includes('"netboot-appliance started"')) started();
-        const item = parseApplianceLine(line, at);
-        if (item) items.push(item);
-      });
-      const ok = await Promise.race([
-        ready.then(() => true),
-        d.exited.then(() => false),
-        new Promise<boolean>((r) => setTimeout(() => r(false), 60_000)),
-      ]);
-      if (!ok) {
-        await d.stop(1_000);
-        throw new Error(`netboot serve did not start: ${recent.join(" | ")}`);
-      }
+      const { daemon: d, items } = await startLabAppliance(ctx, ctx.net, configFile);
       logger.info(
         { appliancePid: d.pid, config: configFile, mode, cinder: !!opts.cinder, ironic: !!opts.ironic },
         "appliance ready",
@@ -313,4 +238,143 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
       throw err;
     }
   };
+}
+
+/** The TFTP root of a lab appliance: the loaders in a per-architecture folder. */
+export async function labTftpRoot(ctx: BootServerContext, loader: "shim" | "ipxe"): Promise<string> {
+  const root = join(ctx.workDir, "tftp");
+  const arch = ctx.boot.arch;
+  const names = loaderNames(arch);
+  await mkdir(join(root, arch), { recursive: true });
+  // Copies, not links: the TFTP jail refuses a symlink that leads out of its root.
+  const files =
+    loader === "ipxe" ? [names.shim, names.grub, names.mok, names.ipxe] : [names.shim, names.grub, names.mok];
+  for (const file of files) await copyFile(join(ctx.boot.loaderDir, file), join(root, arch, file));
+  return root;
+}
+
+/** The lab's one image and machine, with a static volume (a Cinder row replaces the volume and files). */
+export function labMachine(
+  ctx: BootServerContext,
+  volume: RootVolume,
+  loader: "shim" | "ipxe",
+): { image: Record<string, unknown>; machine: Record<string, unknown> } {
+  return {
+    image: {
+      flavour: ctx.flavour,
+      root: `UUID=${volume.rootUuid}`,
+      extra_args: ctx.extraArgs ?? [],
+      kernel: { path: ctx.boot.kernel },
+      initrd: { path: ctx.boot.initrd },
+    },
+    machine: {
+      name: MACHINE,
+      macs: [ctx.mac],
+      arch: ctx.boot.arch,
+      loader,
+      image: "lab",
+      initiator_iqn: volume.initiatorIqn,
+      volume: staticVolume(volume),
+    },
+  };
+}
+
+/** Full-mode DHCP on the lab subnet, with the VM's address reserved. */
+export function fullDhcp(ctx: BootServerContext, iface: string): Record<string, unknown> {
+  const { net } = ctx;
+  return {
+    mode: "full",
+    subnets: [
+      {
+        subnet: `${net.subnet}.0/${net.prefixLength}`,
+        interface: iface,
+        range: { start: `${net.subnet}.100`, end: `${net.subnet}.200` },
+        lease_time: 3600,
+      },
+    ],
+    reservations: [{ mac: ctx.mac, address: `${net.subnet}.10`, hostname: MACHINE }],
+  };
+}
+
+export interface LabConfigParts {
+  root: string;
+  loader: "shim" | "ipxe";
+  listen: { interface: string; address: string };
+  dhcp: Record<string, unknown>;
+  image: Record<string, unknown>;
+  machines: Record<string, unknown>[];
+  resolvers?: Record<string, unknown>;
+  /** Folder for state_dir and cache_dir (default: the boot's workDir). */
+  dir?: string;
+  /** Sections added as they are (state, ha). */
+  extra?: Record<string, unknown>;
+}
+
+/** A `netboot serve` config for the lab: one address, HTTP and the admin API on, the loaders of the VM's arch. */
+export function labConfig(ctx: BootServerContext, parts: LabConfigParts): Record<string, unknown> {
+  const arch = ctx.boot.arch;
+  const names = loaderNames(arch);
+  const dir = parts.dir ?? ctx.workDir;
+  return {
+    listen: { interfaces: [parts.listen.interface], address: parts.listen.address },
+    log: { level: "info" },
+    state_dir: join(dir, "state"),
+    cache_dir: join(dir, "cache"),
+    dhcp: parts.dhcp,
+    tftp: { root: parts.root },
+    // Always on: UEFI HTTP boot clients and iPXE need it, and it costs a PXE boot nothing.
+    http: { enable: true, port: LAB_HTTP_PORT },
+    admin: { listen: `${parts.listen.address}:${LAB_ADMIN_PORT}`, token: LAB_ADMIN_TOKEN },
+    boot: {
+      loaders: {
+        [arch]: {
+          shim: `${arch}/${names.shim}`,
+          grub: `${arch}/${names.grub}`,
+          ...(parts.loader === "ipxe" ? { ipxe: `${arch}/${names.ipxe}` } : {}),
+        },
+      },
+      grub: { timeout: 0 },
+    },
+    images: { lab: parts.image },
+    machines: parts.machines,
+    ...(parts.resolvers ? { resolvers: parts.resolvers } : {}),
+    ...(parts.extra ?? {}),
+  };
+}
+
+/** Starts `netboot serve` in a namespace and resolves once it logged that it started; its log parsed live. */
+export async function startLabAppliance(
+  ctx: BootServerContext,
+  where: { exec: LabNetwork["exec"] },
+  configFile: string,
+  label = "appliance",
+): Promise<{ daemon: Daemon; items: ServerLogItem[]; lines: string[] }> {
+  const items: ServerLogItem[] = [];
+  const lines: string[] = [];
+  const recent: string[] = [];
+  const cli = join(packageRoot(), "dist/src/bin.js");
+  const [cmd, argv] = where.exec(process.execPath, cli, "serve", "--config", configFile);
+  let started!: () => void;
+  const ready = new Promise<void>((r) => {
+    started = r;
+  });
+  const d = startDaemon(cmd, argv, (line, at) => {
+    ctx.logger.debug({ [label]: line }, label);
+    lines.push(line);
+    recent.push(line);
+    if (recent.length > 10) recent.shift();
+    if (line.includes('"netboot-appliance started"')) started();
+    const item = parseApplianceLine(line, at);
+    if (item) items.push(item);
+  });
+  const ok = await Promise.race([
+    ready.then(() => true),
+    d.exited.then(() => false),
+    new Promise<boolean>((r) => setTimeout(() => r(false), 60_000)),
+  ]);
+  if (!ok) {
+    await d.stop(1_000);
+    throw new Error(`netboot serve (${label}) did not start: ${recent.join(" | ")}`);
+  }
+  return { daemon: d, items, lines };
 }

@@ -8,6 +8,7 @@ import type { Config } from "./config/schema.js";
 import { makeBootPolicy } from "./dhcp/boot-policy.js";
 import { DhcpServer } from "./dhcp/server.js";
 import { FileLookup } from "./files/lookup.js";
+import { fallbackServers } from "./ha/config.js";
 import { HttpFileServer } from "./http/server.js";
 import { registerSecret } from "./log.js";
 import { sessionLimits } from "./machines/config.js";
@@ -276,6 +277,7 @@ export function planSections(config: Config) {
     cacheDir: config.cache_dir,
     tftpRoot: config.tftp.root,
     httpServed: config.http.enable,
+    fallbackServers: fallbackServers(config.ha),
     templatesDir: templatesDir(),
   };
 }

@@ -55,6 +55,8 @@ export interface BootPlanOptions {
   tftpRoot?: string | undefined;
   /** The boot HTTP server runs: machines with `loader: ipxe` fetch their script and kernel from it. */
   httpServed?: boolean | undefined;
+  /** The HA peers' TFTP addresses: the master grub.cfg asks them when this appliance gives no config. */
+  fallbackServers?: string[] | undefined;
   /** Resolver and Glance cache counters (absent for `netboot render`). */
   metrics?: Metrics | undefined;
   logger: Logger;
@@ -463,7 +465,10 @@ export class BootPlan {
   }
 
   masterConfig(): string {
-    return this.state.env.render("grub-master.cfg.njk", { timeout: this.state.opts.boot.grub.timeout });
+    return this.state.env.render("grub-master.cfg.njk", {
+      timeout: this.state.opts.boot.grub.timeout,
+      fallback_servers: this.state.opts.fallbackServers ?? [],
+    });
   }
 
   private imageOf(machine: Machine): NamedImage | undefined {

@@ -31,6 +31,9 @@ export async function commandCheckConfig(
     const peer = config.ha.peers.find((p) => p.name !== config.ha?.this);
     out.push(
       `ha:        ${config.ha.mode}; this ${me?.name} (${me?.role}), peer ${peer?.name} (${peer?.role}); failover after ${config.ha.failover_ms} ms`,
+      peer?.address
+        ? `           GRUB asks ${peer.address} for a machine's config when this appliance gives none`
+        : `           ${peer?.name} has no address: a machine whose appliance dies after GRUB has loaded cannot fall back`,
     );
   }
   out.push(`tftp:      ${config.tftp.address}:${config.tftp.port} root ${config.tftp.root}`);

@@ -7,14 +7,19 @@
  *     mode: load-balancing
  *     this: appliance-a
  *     peers:
- *       - { name: appliance-a, role: primary }
- *       - { name: appliance-b, role: secondary }
+ *       - { name: appliance-a, role: primary, address: 10.0.0.2 }
+ *       - { name: appliance-b, role: secondary, address: 10.0.0.3 }
+ *
+ * `address` is where that peer serves TFTP on the provisioning network. Each appliance's master
+ * grub.cfg names the other's, so a machine whose appliance dies after GRUB has loaded asks the
+ * survivor for its config (and its kernel and initrd) instead of stopping at a timeout.
  */
 import { z } from "zod";
 
 const peerSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "is not a peer name (letters, digits, . _ -)"),
   role: z.enum(["primary", "secondary", "standby"]),
+  address: z.ipv4({ message: "is not an IPv4 address" }).optional(),
 });
 
 export const haConfigSchema = z
@@ -55,6 +60,12 @@ export const haConfigSchema = z
   });
 
 export type HaConfig = z.output<typeof haConfigSchema>;
+
+/** The other peers' TFTP addresses, in config order: where GRUB falls back to when this appliance is gone. */
+export function fallbackServers(ha: HaConfig | undefined): string[] {
+  if (!ha) return [];
+  return ha.peers.flatMap((p) => (p.name !== ha.this && p.address ? [p.address] : []));
+}
 
 export function heartbeatMs(ha: HaConfig): number {
   return ha.heartbeat_ms ?? Math.max(100, Math.floor(ha.failover_ms / 4));

@@ -112,6 +112,34 @@ describe("boot plan rendering (static resolver)", () => {
     expect(master).toContain('source "${prefix}/${net_default_mac}.conf"');
     expect(master).toContain("set timeout=3");
     if (haveGrub) expect(grubScriptCheck(master)).toBeUndefined();
+    expect(master).not.toContain("peer appliance");
+  });
+
+  it("in an HA pair, the master config asks the peer when this appliance gives no config", () => {
+    const pair = new BootPlan(
+      {
+        ...planOptionsFromYaml(yaml, { cacheDir: join(dir, "cache"), logger: log.logger, tftpRoot }),
+        fallbackServers: ["10.0.0.3"],
+      },
+      registry,
+    );
+    const master = pair.masterConfig();
+    const lines = master.split("\n").map((l) => l.trim());
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: GRUB variables, not a JS template
+    const source = 'source "${prefix}/${net_default_mac}.conf"';
+    // First from the appliance that served GRUB, then, only if nothing loaded, from the peer: root and prefix
+    // both move, so the kernel and initrd come from the peer too.
+    const first = lines.indexOf(source);
+    const fallback = lines.indexOf("set prefix='(tftp,10.0.0.3)/grub'");
+    expect(first).toBeGreaterThanOrEqual(0);
+    expect(fallback).toBeGreaterThan(first);
+    expect(lines[fallback - 1]).toBe("set root='(tftp,10.0.0.3)'");
+    expect(lines[fallback + 1]).toBe(source);
+    const guard = lines
+      .slice(first, fallback)
+      .filter((l) => l.startsWith("if [") && l.includes("netboot_loaded"));
+    expect(guard).toHaveLength(1);
+    if (haveGrub) expect(grubScriptCheck(master)).toBeUndefined();
   });
 
   it("initramfs-tools, no CHAP: boot_iscsi entry with kernel, initrd and a command line that parses back", async () => {

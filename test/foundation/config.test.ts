@@ -122,7 +122,7 @@ describe("config errors name the file, the line and the field", () => {
   });
 
   it("netboot check-config refuses an inconsistent HA pair and summarises a consistent one", async () => {
-    const pair = (role: string, backend = "postgres") => `tftp: { root: . }
+    const pair = (role: string, backend = "postgres", address = "10.0.0.3") => `tftp: { root: . }
 state:
   backend: ${backend}
   url: postgres://netboot:pw@db.example/netboot
@@ -131,7 +131,7 @@ ha:
   this: a
   peers:
     - { name: a, role: primary }
-    - { name: b, role: ${role} }
+    - { name: b, role: ${role}, address: ${address} }
 dhcp:
   mode: full
   interfaces: [lo]
@@ -146,12 +146,20 @@ dhcp:
       /config\.yaml:\d+ ha: an HA pair shares its leases: it needs state\.backend postgres/,
     );
     expect(bad.stderr).not.toContain("pw@");
+    const badAddress = await cli(
+      "check-config",
+      "--config",
+      tempConfig(pair("secondary", "postgres", "10.0.0.300")),
+    );
+    expect(badAddress.code).toBe(2);
+    expect(badAddress.stderr).toMatch(/config\.yaml:10 ha\.peers\[1\]\.address: is not an IPv4 address/);
     const good = await cli("check-config", "--config", tempConfig(pair("secondary")));
     expect(good.stderr).toBe("");
     expect(good.code).toBe(0);
     expect(good.stdout).toContain(
       "ha:        load-balancing; this a (primary), peer b (secondary); failover after 5000 ms",
     );
+    expect(good.stdout).toContain("GRUB asks 10.0.0.3 for a machine's config when this appliance gives none");
     expect(good.stdout).not.toContain("pw@");
   });
 
