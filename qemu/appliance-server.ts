@@ -89,8 +89,12 @@ async function startJsonHelper(
 }
 
 /** The VM's boot sessions from the appliance's API, read with curl inside the lab namespace. */
-async function readSessions(ctx: BootServerContext, url: string, mac: string): Promise<BootSession[]> {
-  const [cmd, args] = ctx.net.exec(
+export async function readSessions(
+  where: { exec: LabNetwork["exec"] },
+  url: string,
+  mac: string,
+): Promise<BootSession[]> {
+  const [cmd, args] = where.exec(
     "curl",
     "-sf",
     "-m",
@@ -118,6 +122,8 @@ function startSiteDhcp(ctx: BootServerContext): Daemon {
  * loaders in per-architecture folders, the image's kernel and initrd, one machine whose GRUB config
  * (and so its kernel command line) the appliance renders itself from the inventory.
  */
+export const LAB_ADMIN_PORT_NUMBER = LAB_ADMIN_PORT;
+
 export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFactory {
   return async (ctx) => {
     const { net, boot, workDir, logger } = ctx;
@@ -218,7 +224,7 @@ export function applianceServer(opts: ApplianceServerOptions = {}): BootServerFa
         pid: d.pid,
         items,
         stop: async () => {
-          const sessions = await readSessions(ctx, adminUrl, ctx.mac).catch((err: Error) => {
+          const sessions = await readSessions(ctx.net, adminUrl, ctx.mac).catch((err: Error) => {
             logger.warn({ err: err.message }, "boot sessions not read from the appliance");
             return undefined;
           });

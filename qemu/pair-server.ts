@@ -13,7 +13,16 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { fullDhcp, labConfig, labMachine, labTftpRoot, startLabAppliance } from "./appliance-server.js";
+import type { BootSession } from "../src/machines/sessions.js";
+import {
+  fullDhcp,
+  LAB_ADMIN_PORT_NUMBER,
+  labConfig,
+  labMachine,
+  labTftpRoot,
+  readSessions,
+  startLabAppliance,
+} from "./appliance-server.js";
 import type { BootServerFactory, RunningBootServer } from "./boot-server.js";
 import { type Daemon, killPid, run, runQuiet } from "./proc.js";
 import type { ServerLogItem } from "./timeline.js";
@@ -39,6 +48,8 @@ export interface PairReport {
   lines: Record<PairSide, string[]>;
   items: Record<PairSide, ServerLogItem[]>;
   addresses: Record<PairSide, string>;
+  /** The VM's boot sessions as each appliance still running at the end showed them (its admin API). */
+  sessions: Partial<Record<PairSide, BootSession[]>>;
 }
 
 export interface PairServerOptions {
@@ -57,6 +68,7 @@ interface Member {
   ns: string;
   address: string;
   daemon?: Daemon;
+  exec: (cmd: string, ...args: string[]) => [string, string[]];
   items: ServerLogItem[];
   lines: string[];
 }
@@ -71,6 +83,7 @@ export function appliancePairServer(opts: PairServerOptions): BootServerFactory 
     const members: Member[] = SIDES.map((side, i) => ({
       side,
       ns: `${net.ns}-${side}`,
+      exec: (cmd, ...args) => ["ip", ["netns", "exec", `${net.ns}-${side}`, cmd, ...args]],
       address: `${net.subnet}.${2 + i}`,
       items: [],
       lines: [],
@@ -130,11 +143,7 @@ export function appliancePairServer(opts: PairServerOptions): BootServerFactory 
         });
         const configFile = join(dir, "netboot.yaml");
         await writeFile(configFile, stringify(config));
-        const exec = (cmd: string, ...args: string[]): [string, string[]] => [
-          "ip",
-          ["netns", "exec", m.ns, cmd, ...args],
-        ];
-        const started = await startLabAppliance(ctx, { exec }, configFile, `appliance-${m.side}`);
+        const started = await startLabAppliance(ctx, m, configFile, `appliance-${m.side}`);
         m.daemon = started.daemon;
         m.items = started.items;
         m.lines = started.lines;
@@ -181,6 +190,15 @@ export function appliancePairServer(opts: PairServerOptions): BootServerFactory 
         await gated?.catch((err: Error) =>
           logger.warn({ err: err.message }, "pair: the request gate failed"),
         );
+        const sessions: PairReport["sessions"] = {};
+        for (const m of members) {
+          if (!m.daemon?.alive()) continue;
+          const url = `http://${m.address}:${LAB_ADMIN_PORT_NUMBER}`;
+          sessions[m.side] = await readSessions(m, url, ctx.mac).catch((err: Error) => {
+            logger.warn({ side: m.side, err: err.message }, "pair: boot sessions not read");
+            return undefined;
+          });
+        }
         await teardown();
         opts.onStopped?.({
           answered: answerer()?.side,
@@ -188,6 +206,7 @@ export function appliancePairServer(opts: PairServerOptions): BootServerFactory 
           lines: { a: a.lines, b: b.lines },
           items: { a: a.items, b: b.items },
           addresses: { a: a.address, b: b.address },
+          sessions,
         });
       },
     };

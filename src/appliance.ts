@@ -78,6 +78,7 @@ export class Appliance {
       nameOf: (mac) => this.plan.findMachine(mac)?.name,
       roleOf: (path) => this.plan.roleOf(path),
       macOfLease: this.dhcp ? (address) => this.dhcp?.macAt(address) : undefined,
+      feed: shared?.bootEvents,
       stateDir: this.config.state_dir,
       limits: sessionLimits(this.config.sessions),
       record: this.config.sessions.record,

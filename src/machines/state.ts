@@ -7,6 +7,7 @@ import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Metrics } from "../metrics/metrics.js";
+import type { BootEventFeed } from "../state/pg-boot-events.js";
 import type { BootEvent, FileRole } from "./events.js";
 import type { MachineRegistry } from "./registry.js";
 import { type BootSession, DEFAULT_SESSION_LIMITS, type SessionLimits, SessionStore } from "./sessions.js";
@@ -24,6 +25,11 @@ export interface MachineStateOptions {
   /** False: count metrics, keep no sessions (sessions.record: false). */
   record?: boolean | undefined;
   metrics?: Metrics | undefined;
+  /**
+   * In a pair: the events this appliance serves go out on it, and the peer's come in, so both appliances
+   * hold the same sessions whichever served a step.
+   */
+  feed?: BootEventFeed | undefined;
   logger: Logger;
   now?: () => number;
 }
@@ -75,9 +81,15 @@ export class MachineState {
   /** Loads the persisted sessions, then sweeps for stalls and persists changes on timers. */
   async start(): Promise<void> {
     const path = join(this.opts.stateDir, FILE);
+    let peerCursor = 0;
     try {
-      const parsed = JSON.parse(await readFile(path, "utf8")) as { sessions?: BootSession[] };
+      const parsed = JSON.parse(await readFile(path, "utf8")) as {
+        sessions?: BootSession[];
+        peerCursor?: number;
+      };
       if (Array.isArray(parsed.sessions)) this.sessions.restore(parsed.sessions.filter(isSession));
+      if (Number.isSafeInteger(parsed.peerCursor) && (parsed.peerCursor as number) > 0)
+        peerCursor = parsed.peerCursor as number;
       this.persisted = this.sessions.version;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT")
@@ -86,6 +98,8 @@ export class MachineState {
           "boot sessions not restored: starting empty",
         );
     }
+    // The peer's events since the last one these sessions hold (restored with them).
+    if (this.opts.record !== false) await this.opts.feed?.start(peerCursor, (e) => this.apply(e, "peer"));
     this.timers = [
       setInterval(() => this.sweep(), SWEEP_EVERY_MS),
       setInterval(() => {
@@ -101,6 +115,7 @@ export class MachineState {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    await this.opts.feed?.stop();
     await this.persist();
   }
 
@@ -111,7 +126,21 @@ export class MachineState {
       m?.dhcpMessages.inc({ type: e.message, outcome: e.outcome });
       // Option 97 makes the SMBIOS UUID a lookup key for the boot plan, beside the MAC.
       if (e.uuid) this.registry.noteUuid(e.mac, e.uuid);
-      if (this.opts.record === false) return;
+    } else {
+      m?.transfers.inc({ protocol: e.protocol, outcome: e.outcome });
+      if (e.bytes > 0) m?.transferBytes.inc({ protocol: e.protocol }, e.bytes);
+      if (e.outcome === "ok") m?.transferSeconds.observe({ protocol: e.protocol }, e.ms / 1000);
+      if (e.retransmits) m?.tftpRetransmits.inc(e.retransmits);
+    }
+    if (this.opts.record === false) return;
+    this.opts.feed?.publish(e);
+    this.apply(e, "self");
+  }
+
+  /** An event into the sessions: one this appliance served, or (in a pair) one its peer did. */
+  private apply(e: BootEvent, servedBy: "self" | "peer"): void {
+    if (e.kind === "dhcp") {
+      if (servedBy === "peer" && e.uuid) this.registry.noteUuid(e.mac, e.uuid);
       // For attributing files only, never for ownership (that is MachineRegistry's, from leases): in proxy
       // mode the address the client claims in its REQUEST to the site's server ("learned") is all there is.
       if (e.ip && e.outcome !== "nak") this.macByAddress.set(e.ip, e.mac);
@@ -119,11 +148,6 @@ export class MachineState {
       if (session) this.changed(session);
       return;
     }
-    m?.transfers.inc({ protocol: e.protocol, outcome: e.outcome });
-    if (e.bytes > 0) m?.transferBytes.inc({ protocol: e.protocol }, e.bytes);
-    if (e.outcome === "ok") m?.transferSeconds.observe({ protocol: e.protocol }, e.ms / 1000);
-    if (e.retransmits) m?.tftpRetransmits.inc(e.retransmits);
-    if (this.opts.record === false) return;
     const runningMac = e.transferKey === undefined ? undefined : this.running.get(e.transferKey);
     if (runningMac !== undefined) {
       this.running.delete(e.transferKey as string);
@@ -182,7 +206,15 @@ export class MachineState {
       const started = performance.now();
       try {
         await mkdir(this.opts.stateDir, { recursive: true });
-        await writeFile(`${path}.tmp`, JSON.stringify({ version: 1, sessions: this.sessions.snapshot() }));
+        const peerCursor = this.opts.feed?.cursor;
+        await writeFile(
+          `${path}.tmp`,
+          JSON.stringify({
+            version: 1,
+            sessions: this.sessions.snapshot(),
+            ...(peerCursor ? { peerCursor } : {}),
+          }),
+        );
         await rename(`${path}.tmp`, path);
         this.persisted = version;
         this.lastWriteMs = performance.now() - started;

@@ -37,6 +37,19 @@ export const MIGRATIONS: readonly Migration[] = [
         beat_at    timestamptz NOT NULL
       );`,
   },
+  {
+    version: 3,
+    name: "boot-events",
+    // What each appliance served (DHCP exchanges, files), so either shows a machine's whole boot.
+    sql: `
+      CREATE TABLE netboot_boot_events (
+        id        bigserial PRIMARY KEY,
+        served_by text NOT NULL,
+        at_ms     bigint NOT NULL,
+        event     jsonb NOT NULL
+      );
+      CREATE INDEX netboot_boot_events_at ON netboot_boot_events (at_ms);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

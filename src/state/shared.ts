@@ -10,6 +10,7 @@ import { type HaConfig, haConfigSchema, heartbeatMs } from "../ha/config.js";
 import { PeerMonitor } from "../ha/peers.js";
 import { HaScope } from "../ha/scope.js";
 import { type StateConfig, stateConfigSchema } from "./config.js";
+import { type BootEventFeed, PgBootEvents } from "./pg-boot-events.js";
 import { PgLeaseStore } from "./pg-leases.js";
 import { connect, migrate, type Sql } from "./postgres.js";
 
@@ -25,10 +26,17 @@ export class SharedState {
   private sql: Sql | undefined;
   private monitor: PeerMonitor | undefined;
   private store: PgLeaseStore | undefined;
+  /** Boot events, shared with the peer: machine state reads it from start() on. */
+  readonly bootEvents: BootEventFeed;
 
   constructor(private readonly opts: SharedStateOptions) {
     this.serverName = opts.ha?.this ?? hostname();
     this.scope = opts.ha ? new HaScope(opts.ha) : undefined;
+    this.bootEvents = new PgBootEvents({
+      sql: () => this.sql,
+      serverName: this.serverName,
+      logger: opts.logger.child({ svc: "boot-events" }),
+    });
   }
 
   /** From unparsed `state` and `ha` sections (the test fixtures' and the benchmark's JSON specs). */

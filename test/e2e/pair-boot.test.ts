@@ -77,6 +77,29 @@ describe.skipIf(!ready)("a VM boots through an HA pair while the appliance that 
         i.kind === "dhcp" && i.row.mac === MAC && i.row.message === "ack" && i.at > (rep.killed?.at ?? 0),
     );
     expect(lateAcks.length).toBeGreaterThanOrEqual(1);
+    // The survivor shows the whole boot as one session, the steps its dead peer served included (the
+    // boot events are shared through the database).
+    const sessions = rep.sessions[survivor] ?? [];
+    for (const s of sessions)
+      console.log(
+        `pair boot: survivor's session ${s.id} ${s.state}: ${s.steps.map((st) => `${st.label} ${st.outcome}`).join(" | ")}`,
+      );
+    const roles = sessions[0]?.steps
+      .filter((st) => st.kind === "file" && st.outcome === "ok")
+      .map((st) => st.role);
+    // The dead peer's last event (grub.cfg) was served in the loop turn it was killed in, or the one before:
+    // it may not have reached the database. Everything before it did.
+    console.log(
+      `pair boot: the dead peer's grub.cfg is in the survivor's session: ${roles?.includes("grub-master")}`,
+    );
+    expect(roles?.filter((role) => role !== "grub-master")).toEqual([
+      "shim",
+      "grub",
+      "grub-config",
+      "kernel",
+      "initrd",
+    ]);
+    expect(sessions[0]?.state).toBe("handed-off");
 
     expect(r.timedOut).toBe(false);
     expect(r.ok).toBe(true);
