@@ -15,4 +15,7 @@ done
 # Clean Debian 13 roots for the .deb's install tests (arm64: mmdebstrap under qemu-user, minutes, cached).
 bash packaging/test-root.sh amd64
 bash packaging/test-root.sh arm64
+# The flashable appliance image (x64): Debian 13 with this tree's .deb; its rows boot it under real systemd.
+npx tsc -p tsconfig.json
+bash packaging/image/build.sh amd64
 echo "lab artefacts ready in $(( $(date +%s) - t0 )) s ($CACHE)"

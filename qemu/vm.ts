@@ -48,6 +48,13 @@ export interface VmSpec {
   httpBoot?: boolean;
   memoryMb?: number;
   cpus?: number;
+  /**
+   * A machine that boots from its own disk (the appliance image) instead of the network: a virtio disk
+   * first in boot order, and the tap NIC without a boot entry.
+   */
+  disk?: string;
+  /** A second NIC on QEMU's user network (the appliance's management port), with host forwards. */
+  management?: { mac: string; hostForwards: string[] };
 }
 
 /** The QEMU command line; pure, so it can be checked without running anything. */
@@ -71,7 +78,23 @@ export function qemuCommand(spec: VmSpec): [string, string[]] {
     // romfile= keeps QEMU's iPXE ROM out: OVMF then uses its own virtio-net driver (shim rejects
     // GRUB loaded through iPXE).
     "-device",
-    `virtio-net-pci,netdev=n0,mac=${spec.mac},romfile=,bootindex=1`,
+    `virtio-net-pci,netdev=n0,mac=${spec.mac},romfile=${spec.disk ? "" : ",bootindex=1"}`,
+    ...(spec.disk
+      ? [
+          "-drive",
+          `if=none,id=d0,format=raw,file=${spec.disk}`,
+          "-device",
+          "virtio-blk-pci,drive=d0,bootindex=0",
+        ]
+      : []),
+    ...(spec.management
+      ? [
+          "-netdev",
+          ["user,id=m0", ...spec.management.hostForwards.map((f) => `hostfwd=${f}`)].join(","),
+          "-device",
+          `virtio-net-pci,netdev=m0,mac=${spec.management.mac},romfile=`,
+        ]
+      : []),
     "-serial",
     "stdio",
     "-display",

@@ -119,6 +119,11 @@ for (const arch of ["amd64", "arm64"] as const) {
       const check = inRoot("netboot", "check-config", "--config", "/etc/netboot-appliance/config.yaml");
       expect(check.status).toBe(2);
       expect(check.stderr + check.stdout).toContain("/etc/netboot-appliance/config.yaml tftp: is required");
+      // The dynamic user reads the config through the static group netboot (SupplementaryGroups in the unit).
+      expect(inRoot("getent", "group", "netboot").status).toBe(0);
+      expect(inRoot("stat", "-c", "%U:%G %a", "/etc/netboot-appliance/config.yaml").stdout.trim()).toBe(
+        "root:netboot 640",
+      );
       expect(readFileSync(join(root, "lib/systemd/system/netboot-appliance.service"), "utf8")).toContain(
         "ExecStart=/usr/bin/netboot serve --config /etc/netboot-appliance/config.yaml",
       );

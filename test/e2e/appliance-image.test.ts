@@ -1,0 +1,165 @@
+/**
+ * Issue 15, the image rows: the flashable appliance image (packaging/image/build.sh) boots in QEMU with OVMF and
+ * two NICs, real systemd starts netboot-appliance.service under the hardened unit, configured only by files on
+ * its ESP, and a client VM on the provisioning bridge PXE-boots through it to its iSCSI root (the target on the
+ * host side). A second boot gives the image a broken config and a provisioning NIC it does not have.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  type ApplianceVmReport,
+  applianceVmServer,
+  findApplianceImage,
+  launchApplianceVm,
+  prepareApplianceDisk,
+  sshArgv,
+  waitForSsh,
+} from "../../qemu/appliance-vm.js";
+import { runBoot } from "../../qemu/lab.js";
+import { createLabNetwork, type LabNetwork } from "../../qemu/netns.js";
+import { run } from "../../qemu/proc.js";
+import { formatTimeline } from "../../qemu/timeline.js";
+import { ensureLabArtefacts, labLeftovers, labLoaderRoot, labToolsAvailable } from "../support/lab.js";
+import { resourceAvailable } from "../support/require.js";
+
+const IMAGE = "debian12-x64-initramfs";
+const repo = join(import.meta.dirname, "..", "..");
+
+/** Builds the image when it is missing (cached by recipe hash; .ci/run builds it before the tests). */
+function ensureApplianceImage(): boolean {
+  if (!findApplianceImage("x64") && process.getuid?.() === 0) {
+    try {
+      execFileSync("bash", [join(repo, "packaging", "image", "build.sh"), "amd64"], {
+        stdio: "inherit",
+        timeout: 1_200_000,
+      });
+    } catch (err) {
+      console.warn(`appliance image: ${(err as Error).message}`);
+    }
+  }
+  return resourceAvailable(
+    "the appliance image (bash packaging/image/build.sh amd64)",
+    findApplianceImage("x64") !== undefined,
+  );
+}
+
+const ready =
+  labToolsAvailable("x64") &&
+  resourceAvailable("mtools (mcopy)", existsSync("/usr/bin/mcopy")) &&
+  resourceAvailable("ssh", existsSync("/usr/bin/ssh")) &&
+  ensureLabArtefacts(IMAGE, "x64") &&
+  ensureApplianceImage();
+
+const MiB = 1024 * 1024;
+
+describe.skipIf(!ready)("the flashable appliance image under real systemd", () => {
+  it("boots with OVMF, serves a client VM's PXE boot to its iSCSI root, hardened and logging JSON", async () => {
+    let report: ApplianceVmReport | undefined;
+    const r = await runBoot({
+      arch: "x64",
+      image: IMAGE,
+      loaderRoot: labLoaderRoot(),
+      outDir: join(repo, "test-results", "e2e", "appliance-image"),
+      timeLimitMs: 600_000,
+      // Flashed onto a disk 512 MiB larger than the image: the root must grow into it.
+      server: applianceVmServer({ growBy: 512 * MiB, onReport: (rep) => (report = rep) }),
+    });
+    console.log(`appliance image, client boot\n${formatTimeline(r.timeline)}`);
+    console.log(
+      `appliance image: service ready ${((report?.readyMs ?? Number.NaN) / 1000).toFixed(1)} s after power-on; ` +
+        `client marker ${(r.durationMs / 1000).toFixed(1)} s after its power-on (${r.accel.toUpperCase()})`,
+    );
+    console.log(
+      `appliance image report: ${JSON.stringify({ ...report, sessions: report?.sessions?.length })}`,
+    );
+    expect(r.ok, "the client reached its iSCSI root's marker").toBe(true);
+    expect(r.targetSawLogin).toBe(true);
+    expect(r.servedFiles).toEqual(expect.arrayContaining(["x64/shimx64.efi", "x64/grubx64.efi"]));
+
+    expect(report, "the appliance VM was read over SSH").toBeDefined();
+    const rep = report as ApplianceVmReport;
+    expect(rep.consoleLines.join("\n")).toMatch(
+      /provisioning NIC \S+ \(52:54:00:6e:61:02\) is prov0, 10\.77\.0\.2\/24/,
+    );
+    expect(rep.consoleLines.join("\n")).toContain("config from /boot/efi/netboot/config.yaml is valid");
+    // The hardened unit as on the host (test/systemd: at most 2.5), now under a running systemd.
+    expect(rep.securityExposure).toBeLessThanOrEqual(2.5);
+    expect(rep.serviceUid, "a DynamicUser uid").toBeGreaterThanOrEqual(61184);
+    expect(rep.serviceUid).toBeLessThanOrEqual(65519);
+    // Port 67 bound to the provisioning NIC (SO_BINDTODEVICE, CAP_NET_RAW), port 69 on its address.
+    expect(rep.sockets.join("\n")).toMatch(/%prov0:67\b/);
+    expect(rep.sockets.join("\n")).toMatch(/10\.77\.0\.2:69\b/);
+    expect(rep.journalJsonLines).toBeGreaterThan(10);
+    expect(rep.rootBytes, "the root grew into the larger disk").toBeGreaterThan(
+      rep.imageRootBytes + 400 * MiB,
+    );
+    const session = rep.sessions?.[0];
+    expect(session, "the appliance's API shows the client's boot session").toBeDefined();
+  }, 900_000);
+});
+
+describe.skipIf(!ready)("the appliance image with bad input on its ESP", () => {
+  let net: LabNetwork | undefined;
+  let dir: string | undefined;
+  afterAll(async () => {
+    await net?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("prints the file:line error and the missing NIC on the console and in the journal, and does not serve", async () => {
+    const image = findApplianceImage("x64");
+    if (!image) throw new Error("no image");
+    dir = await mkdtemp(join(tmpdir(), "nblab-image-"));
+    net = await createLabNetwork();
+    const { disk, key } = await prepareApplianceDisk({
+      image,
+      dir,
+      // A typo in dhcp.mode, on line 4 of the file the operator edits.
+      config: "listen:\n  address: 10.77.0.2\ndhcp:\n  mode: fulll\ntftp:\n  root: /srv/netboot/tftp\n",
+      networkConf: "provisioning_nic = 52:54:00:aa:bb:cc\nprovisioning_address = 10.77.0.2/24\n",
+    });
+    const vm = await launchApplianceVm({ net, arch: "x64", disk, dir, logger: quietLogger() });
+    try {
+      const done = await vm.waitFor(/netboot-image: \d+ error\(s\): the appliance does not start/);
+      expect(done, "esp-config reported its errors on the console").toBeDefined();
+      const console_ = vm.lines.map((l) => l.text).join("\n");
+      console.log(
+        `appliance image, bad input: ${console_
+          .split("\n")
+          .filter((l) => l.includes("netboot-image:"))
+          .join("\n")}`,
+      );
+      expect(console_).toContain(
+        "the provisioning NIC 52:54:00:aa:bb:cc (network.conf) is not in this machine",
+      );
+      expect(console_).toMatch(/\/boot\/efi\/netboot\/config\.yaml:4 dhcp\.mode: /);
+      await waitForSsh(net, key, vm, 120_000);
+      const sh = async (command: string) => {
+        const [cmd, args] = sshArgv(net as LabNetwork, key, command);
+        return run(cmd, args, { timeoutMs: 60_000 });
+      };
+      expect((await sh("systemctl is-active netboot-appliance.service || true")).trim()).toBe("inactive");
+      const journal = await sh("journalctl -b -u netboot-esp-config.service -o cat --no-pager");
+      expect(journal).toMatch(/\/boot\/efi\/netboot\/config\.yaml:4 dhcp\.mode: /);
+      expect(journal).toContain("is not in this machine");
+      expect(await sh("ss -Hulpn 'sport = :67' | wc -l")).toBe("0\n");
+    } finally {
+      await vm.kill();
+    }
+    expect(await labLeftovers({ ns: "", pids: [vm.pid] })).toEqual([]);
+  }, 600_000);
+});
+
+function quietLogger() {
+  // The lab's own logger type; warnings only (QEMU's stderr).
+  return {
+    info: () => undefined,
+    debug: () => undefined,
+    warn: (o: unknown, m?: string) => console.warn(m ?? "", o),
+    error: (o: unknown, m?: string) => console.error(m ?? "", o),
+  } as unknown as import("pino").Logger;
+}
