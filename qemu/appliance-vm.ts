@@ -274,7 +274,12 @@ function applianceConfig(ctx: BootServerContext, address: string): Record<string
 }
 
 /** Waits for the appliance's management API (on its provisioning address) to answer; ms since QEMU started. */
-async function waitForApi(net: LabNetwork, url: string, vm: RunningVm, limitMs: number): Promise<number> {
+export async function waitForApi(
+  net: LabNetwork,
+  url: string,
+  vm: RunningVm,
+  limitMs: number,
+): Promise<number> {
   const deadline = Date.now() + limitMs;
   while (Date.now() < deadline) {
     const [cmd, args] = net.exec("curl", "-sf", "-o", "/dev/null", "-m", "2", `${url}/metrics`);

@@ -17,7 +17,6 @@ REPO=$(cd "$HERE/../.." && pwd)
 ARCH=${1:-}
 FORCE=${2:-}
 CACHE=${NETBOOT_LAB_CACHE:-/var/cache/netboot-lab}
-MIRROR=${NETBOOT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 log() { printf '[image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -36,7 +35,7 @@ NAME="netboot-appliance_${VERSION}_${ARCH}"
 # Fixed partition UUIDs: the kernel command line and fstab name them (one such disk per machine).
 ESP_UUID=6e657462-0000-4000-8000-0000000000e5
 ROOT_UUID=6e657462-0000-4000-8000-0000000000${ARCH:0:1}f
-ESP_MIB=128
+ESP_MIB=96
 
 mkdir -p "$CACHE/appliance-image"
 exec {lock}>"$CACHE/appliance-image/.$ARCH.lock"
@@ -52,7 +51,7 @@ trap 'for m in dev/pts dev sys proc; do mountpoint -q "$work/root/$m" && umount 
 deb=$(bash "$REPO/packaging/deb.sh" "$work/deb" "$ARCH" | tail -1)
 bash "$REPO/firmware/fetch.sh" "$CACHE/loaders" >&2
 recipe=$({
-  sha256sum "$0"; find "$HERE/files" -type f | sort | xargs sha256sum
+  sha256sum "$0" "$HERE/base.sh"; find "$HERE/files" -type f | sort | xargs sha256sum
   dpkg-deb --contents "$deb" | awk '{print $3, $6}' # sizes and paths: the build date inside the .deb differs
   dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./control ./postinst ./postrm ./prerm | sha256sum
   sha256sum "$CACHE/loaders/manifest.json"
@@ -62,39 +61,12 @@ if [ "$FORCE" != --force ] && [ -f "$OUT/.complete" ] && [ "$(cat "$OUT/.complet
   exit 0
 fi
 
-# 1. The base root, cached by its package list: mmdebstrap, no recommends, no docs or locales, and none of the
-#    kernel's modules an appliance never loads (graphics, sound, wireless, media...).
-packages=systemd-sysv,udev,linux-image-$ARCH,initramfs-tools,zstd,nodejs,systemd-boot-efi,systemd-repart,openssh-server,iproute2,e2fsprogs,dosfstools,kmod
-excludes=(
-  '/usr/share/doc/*'
-  '/usr/share/man/*'
-  '/usr/share/locale/*'
-  '/usr/share/info/*'
-  '/usr/lib/modules/*/kernel/drivers/gpu/*'
-  '/usr/lib/modules/*/kernel/sound/*'
-  '/usr/lib/modules/*/kernel/drivers/media/*'
-  '/usr/lib/modules/*/kernel/drivers/net/wireless/*'
-  '/usr/lib/modules/*/kernel/net/wireless/*'
-  '/usr/lib/modules/*/kernel/net/mac80211/*'
-  '/usr/lib/modules/*/kernel/drivers/bluetooth/*'
-  '/usr/lib/modules/*/kernel/net/bluetooth/*'
-  '/usr/lib/modules/*/kernel/drivers/infiniband/*'
-  '/usr/lib/modules/*/kernel/drivers/staging/*'
-  '/usr/lib/modules/*/kernel/drivers/iio/*'
-  '/usr/lib/modules/*/kernel/drivers/isdn/*'
-)
-dpkgopts=()
-for e in "${excludes[@]}"; do dpkgopts+=("--dpkgopt=path-exclude=$e"); done
-key=$(printf '%s|' "$ARCH" "$packages" "${excludes[*]}" "$MIRROR" "$(dpkg-query -W -f='${Version}' mmdebstrap)" | sha256sum | cut -c1-16)
-base="$CACHE/appliance-image/base-trixie-$ARCH-$key.tar"
-if [ ! -f "$base" ]; then
-  log "mmdebstrap trixie $ARCH (minbase + $packages)"
-  mmdebstrap --variant=minbase --arch="$ARCH" --aptopt='APT::Install-Recommends "false"' "${dpkgopts[@]}" \
-    --include="$packages" trixie "$base.tmp.tar" "$MIRROR" >"$work/mmdebstrap.log" 2>&1 ||
-    { tail -20 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
-  mv "$base.tmp.tar" "$base"
-  # Keep the dpkg path-excludes in the image, so that upgrades inside it stay as lean.
-fi
+# 1. The base root (packaging/image/base.sh): cached by everything that shapes it.
+# shellcheck source=base.sh
+. "$HERE/base.sh"
+image_base "$ARCH" "$work/mmdebstrap.log" || die "mmdebstrap failed"
+base=$BASE_TAR
+excludes=("${BASE_EXCLUDES[@]}")
 root="$work/root"
 mkdir -p "$root"
 tar -C "$root" --numeric-owner -xpf "$base"

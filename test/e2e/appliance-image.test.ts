@@ -6,7 +6,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -17,6 +17,7 @@ import {
   launchApplianceVm,
   prepareApplianceDisk,
   sshArgv,
+  waitForApi,
   waitForSsh,
 } from "../../qemu/appliance-vm.js";
 import { runBoot } from "../../qemu/lab.js";
@@ -163,3 +164,106 @@ function quietLogger() {
     error: (o: unknown, m?: string) => console.error(m ?? "", o),
   } as unknown as import("pino").Logger;
 }
+
+const arm64Ready =
+  labToolsAvailable("aa64") &&
+  resourceAvailable("udhcpc", existsSync("/usr/bin/udhcpc") || existsSync("/sbin/udhcpc")) &&
+  ensureLabArtefacts("debian12-aa64-initramfs", "aa64") &&
+  resourceAvailable(
+    "the arm64 appliance image (bash packaging/image/build.sh arm64)",
+    findApplianceImage("aa64") !== undefined,
+  );
+
+describe.skipIf(!arm64Ready)("the arm64 appliance image under AAVMF", () => {
+  let net: LabNetwork | undefined;
+  let dir: string | undefined;
+  afterAll(async () => {
+    await net?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("boots with real systemd and answers a UEFI aarch64 client's DHCP and TFTP", async () => {
+    const image = findApplianceImage("aa64");
+    if (!image) throw new Error("no image");
+    dir = await mkdtemp(join(tmpdir(), "nblab-image-aa64-"));
+    net = await createLabNetwork();
+    const lab = join(
+      process.env.NETBOOT_LAB_CACHE ?? "/var/cache/netboot-lab",
+      "images",
+      "debian12-aa64-initramfs",
+    );
+    const clientMac = "52:54:00:6e:62:aa";
+    const config = [
+      "listen: { interfaces: [prov0], address: 10.77.0.2 }",
+      "tftp: { root: /srv/netboot/tftp }",
+      "dhcp:",
+      "  mode: full",
+      "  subnets: [{ subnet: 10.77.0.0/24, interface: prov0, range: { start: 10.77.0.100, end: 10.77.0.150 } }]",
+      "admin: { listen: '10.77.0.2:9090' }",
+      "boot: { loaders: { aa64: { shim: aa64/shimaa64.efi, grub: aa64/grubaa64.efi } } }",
+      "images:",
+      "  lab:",
+      "    kernel: { path: /srv/netboot/images/lab/vmlinuz }",
+      "    initrd: { path: /srv/netboot/images/lab/initrd.img }",
+      "    flavour: initramfs-tools",
+      "machines:",
+      `  - { name: arm1, macs: ["${clientMac}"], arch: aa64, image: lab, volume: { resolver: static, portals: ["10.77.0.1:3260"], iqn: "iqn.2026-11.lab.netboot:arm1", lun: 1 } }`,
+      "",
+    ].join("\n");
+    const { disk } = await prepareApplianceDisk({
+      image,
+      dir,
+      config,
+      files: [
+        { from: join(lab, "vmlinuz"), to: "/netboot/images/lab/vmlinuz" },
+        { from: join(lab, "initrd.img"), to: "/netboot/images/lab/initrd.img" },
+      ],
+    });
+    const vm = await launchApplianceVm({ net, arch: "aa64", disk, dir, logger: quietLogger() });
+    try {
+      const readyMs = await waitForApi(net, "http://10.77.0.2:9090", vm, 900_000);
+      console.log(
+        `arm64 appliance image: service ready ${(readyMs / 1000).toFixed(1)} s after power-on (TCG)`,
+      );
+      // A client port on the lab bridge: udhcpc as a UEFI aarch64 PXE client (option 93 = 11).
+      const ip = (...args: string[]) => run("ip", ["-n", (net as LabNetwork).ns, ...args]);
+      await ip("link", "add", "nblab-c0", "type", "veth", "peer", "name", "nblab-c1");
+      await ip("link", "set", "nblab-c0", "master", (net as LabNetwork).bridge, "up");
+      await ip("link", "set", "nblab-c1", "address", clientMac, "up");
+      const envFile = join(dir, "udhcpc.env");
+      const script = join(dir, "udhcpc.sh");
+      await writeFile(script, `#!/bin/sh\n[ "$1" = bound ] && env > ${envFile}\nexit 0\n`, { mode: 0o755 });
+      const [ucmd, uargs] = net.exec(
+        "udhcpc",
+        ...["-i", "nblab-c1", "-n", "-q", "-f", "-t", "10", "-T", "3", "-s", script],
+        ...["-x", "0x5d:000b", "-V", "PXEClient:Arch:00011:UNDI:003000", "-O", "bootfile"],
+      );
+      await run(ucmd, uargs, { timeoutMs: 60_000 });
+      const env = Object.fromEntries(
+        (await readFile(envFile, "utf8"))
+          .split("\n")
+          .filter((l) => l.includes("="))
+          .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+      );
+      console.log(`arm64 appliance image: DHCP ${env.ip} from ${env.serverid}, boot file ${env.boot_file}`);
+      expect(env.serverid).toBe("10.77.0.2");
+      expect(env.ip).toMatch(/^10\.77\.0\.1[0-5]\d$/);
+      expect(env.boot_file).toBe("aa64/shimaa64.efi");
+      const got = join(dir, "shim.efi");
+      const [tcmd, targs] = net.exec(
+        "curl",
+        "-sf",
+        "-m",
+        "120",
+        "-o",
+        got,
+        "tftp://10.77.0.2/aa64/shimaa64.efi",
+      );
+      await run(tcmd, targs, { timeoutMs: 150_000 });
+      const want = await readFile(join(labLoaderRoot(), "aa64", "shimaa64.efi"));
+      expect((await readFile(got)).equals(want), "TFTP gave the signed shim byte for byte").toBe(true);
+    } finally {
+      await vm.kill();
+    }
+  }, 1_200_000);
+});

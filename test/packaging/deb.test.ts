@@ -197,6 +197,14 @@ for (const arch of ["amd64", "arm64"] as const) {
         "# edited by the operator",
       );
       expect(readFileSync(leases, "utf8")).toContain("10.0.0.50");
+      // A config broken after the upgrade: the service refuses with file:line and leaves the leases alone.
+      const good = readFileSync(join(root, "etc/netboot-appliance/config.yaml"), "utf8");
+      writeFileSync(join(root, "etc/netboot-appliance/config.yaml"), good.replace("mode: off", "mode: of"));
+      const broken = inRoot("netboot", "serve", "--config", "/etc/netboot-appliance/config.yaml");
+      expect(broken.status).not.toBe(0);
+      expect(broken.stderr + broken.stdout).toMatch(/\/etc\/netboot-appliance\/config\.yaml:\d+ dhcp\.mode: /);
+      expect(readFileSync(leases, "utf8")).toBe("10.0.0.50,52:54:00:00:00:01,1900000000000,b,node1\n");
+      writeFileSync(join(root, "etc/netboot-appliance/config.yaml"), good);
       const purge = inRoot("dpkg", "--purge", "netboot-appliance");
       expect(purge.status, purge.stderr).toBe(0);
       for (const p of [
