@@ -57,6 +57,25 @@ const ready =
 
 const MiB = 1024 * 1024;
 
+/** A built image, a scratch folder and a lab network for one test; both removed after the describe block. */
+function scratchLab() {
+  let net: LabNetwork | undefined;
+  let dir: string | undefined;
+  afterAll(async () => {
+    await net?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  return {
+    async open(arch: "x64" | "aa64") {
+      const image = findApplianceImage(arch);
+      if (!image) throw new Error(`no ${arch} appliance image`);
+      dir = await mkdtemp(join(tmpdir(), `nblab-image-${arch}-`));
+      net = await createLabNetwork();
+      return { image, dir, net };
+    },
+  };
+}
+
 describe.skipIf(!ready)("the flashable appliance image under real systemd", () => {
   it("boots with OVMF, serves a client VM's PXE boot to its iSCSI root, hardened and logging JSON", async () => {
     let report: ApplianceVmReport | undefined;
@@ -104,18 +123,10 @@ describe.skipIf(!ready)("the flashable appliance image under real systemd", () =
 });
 
 describe.skipIf(!ready)("the appliance image with bad input on its ESP", () => {
-  let net: LabNetwork | undefined;
-  let dir: string | undefined;
-  afterAll(async () => {
-    await net?.destroy();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  const scratch = scratchLab();
 
   it("prints the file:line error and the missing NIC on the console and in the journal, and does not serve", async () => {
-    const image = findApplianceImage("x64");
-    if (!image) throw new Error("no image");
-    dir = await mkdtemp(join(tmpdir(), "nblab-image-"));
-    net = await createLabNetwork();
+    const { image, dir, net } = await scratch.open("x64");
     const { disk, key } = await prepareApplianceDisk({
       image,
       dir,
@@ -140,7 +151,7 @@ describe.skipIf(!ready)("the appliance image with bad input on its ESP", () => {
       expect(console_).toMatch(/\/boot\/efi\/netboot\/config\.yaml:4 dhcp\.mode: /);
       await waitForSsh(net, key, vm, 120_000);
       const sh = async (command: string) => {
-        const [cmd, args] = sshArgv(net as LabNetwork, key, command);
+        const [cmd, args] = sshArgv(net, key, command);
         return run(cmd, args, { timeoutMs: 60_000 });
       };
       expect((await sh("systemctl is-active netboot-appliance.service || true")).trim()).toBe("inactive");
@@ -175,18 +186,10 @@ const arm64Ready =
   );
 
 describe.skipIf(!arm64Ready)("the arm64 appliance image under AAVMF", () => {
-  let net: LabNetwork | undefined;
-  let dir: string | undefined;
-  afterAll(async () => {
-    await net?.destroy();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  const scratch = scratchLab();
 
   it("boots with real systemd and answers a UEFI aarch64 client's DHCP and TFTP", async () => {
-    const image = findApplianceImage("aa64");
-    if (!image) throw new Error("no image");
-    dir = await mkdtemp(join(tmpdir(), "nblab-image-aa64-"));
-    net = await createLabNetwork();
+    const { image, dir, net } = await scratch.open("aa64");
     const lab = join(
       process.env.NETBOOT_LAB_CACHE ?? "/var/cache/netboot-lab",
       "images",
@@ -226,9 +229,9 @@ describe.skipIf(!arm64Ready)("the arm64 appliance image under AAVMF", () => {
         `arm64 appliance image: service ready ${(readyMs / 1000).toFixed(1)} s after power-on (TCG)`,
       );
       // A client port on the lab bridge: udhcpc as a UEFI aarch64 PXE client (option 93 = 11).
-      const ip = (...args: string[]) => run("ip", ["-n", (net as LabNetwork).ns, ...args]);
+      const ip = (...args: string[]) => run("ip", ["-n", net.ns, ...args]);
       await ip("link", "add", "nblab-c0", "type", "veth", "peer", "name", "nblab-c1");
-      await ip("link", "set", "nblab-c0", "master", (net as LabNetwork).bridge, "up");
+      await ip("link", "set", "nblab-c0", "master", net.bridge, "up");
       await ip("link", "set", "nblab-c1", "address", clientMac, "up");
       const envFile = join(dir, "udhcpc.env");
       const script = join(dir, "udhcpc.sh");

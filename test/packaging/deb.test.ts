@@ -202,7 +202,9 @@ for (const arch of ["amd64", "arm64"] as const) {
       writeFileSync(join(root, "etc/netboot-appliance/config.yaml"), good.replace("mode: off", "mode: of"));
       const broken = inRoot("netboot", "serve", "--config", "/etc/netboot-appliance/config.yaml");
       expect(broken.status).not.toBe(0);
-      expect(broken.stderr + broken.stdout).toMatch(/\/etc\/netboot-appliance\/config\.yaml:\d+ dhcp\.mode: /);
+      expect(broken.stderr + broken.stdout).toMatch(
+        /\/etc\/netboot-appliance\/config\.yaml:\d+ dhcp\.mode: /,
+      );
       expect(readFileSync(leases, "utf8")).toBe("10.0.0.50,52:54:00:00:00:01,1900000000000,b,node1\n");
       writeFileSync(join(root, "etc/netboot-appliance/config.yaml"), good);
       const purge = inRoot("dpkg", "--purge", "netboot-appliance");
