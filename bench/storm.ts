@@ -53,6 +53,10 @@ const LOSS_1CORE = process.env.NETBOOT_STORM_LOSS_1CORE !== "0";
 const CORES = new Set((process.env.NETBOOT_STORM_CORES ?? "2,1").split(","));
 const FLOOD_RATE = Number(process.env.NETBOOT_STORM_FLOOD_RATE ?? 10_000);
 const LOSS_PERCENT = 20;
+/** The appliance's pump threads (tftp.pump_threads "auto": one per core the server is pinned to). */
+const PUMP_THREADS = process.env.NETBOOT_TFTP_PUMP_THREADS
+  ? `NETBOOT_TFTP_PUMP_THREADS=${process.env.NETBOOT_TFTP_PUMP_THREADS}`
+  : "pump threads: one per core the server may use";
 /** Under loss every file is cut to this fraction: lockstep at a 1 s timeout loses ~0.5 s per block at 20%. */
 const LOSS_SCALE = 1 / 256;
 const LAB = process.env.NETBOOT_LAB_CACHE ?? "/var/cache/netboot-lab";
@@ -211,7 +215,13 @@ async function main(): Promise<void> {
           const res = await storm(name, v, setup, net, join(work, v.loss ? "scaled" : "real"));
           results[v.label]?.[name].push(res);
           console.log(
-            `${v.label} ${name} #${r + 1}: ${res.wallS.toFixed(1)} s, failed ${res.failed}, cpu ${res.serverCpuS.toFixed(1)} s, retransmits ${res.retransmits}, receive drops ${res.receiveDrops}, rss ${mib(res.peakRssBytes)} MiB${res.flood ? `, flood ${Math.round(res.flood.sentPerS)}/s sent ${Math.round(res.flood.answeredPerS)}/s answered` : ""}${res.failures.length ? ` [${res.failures.slice(0, 5).join("; ")}]` : ""}`,
+            `${v.label} ${name} #${r + 1}: ${res.wallS.toFixed(1)} s, failed ${res.failed}, cpu ${res.serverCpuS.toFixed(1)} s, retransmits ${res.retransmits}, receive drops ${res.receiveDrops}, rss ${mib(res.peakRssBytes)} MiB${
+              Object.keys(res.serverThreadCpuS).length > 1
+                ? ` (threads: ${Object.entries(res.serverThreadCpuS)
+                    .map(([n, s]) => `${n} ${s.toFixed(1)}`)
+                    .join(", ")})`
+                : ""
+            }${res.flood ? `, flood ${Math.round(res.flood.sentPerS)}/s sent ${Math.round(res.flood.answeredPerS)}/s answered` : ""}${res.failures.length ? ` [${res.failures.slice(0, 5).join("; ")}]` : ""}`,
           );
         }
       }
@@ -298,6 +308,14 @@ function report(
     lossScale: LOSS_SCALE,
   };
   const scaling = ratio(wallOf("1 core"), wallOf("2 cores"));
+  const threadLines = variants.flatMap((v) =>
+    (results[v.label]?.appliance ?? []).map(
+      (r, i) =>
+        `- ${v.label}, run ${i + 1}: ${Object.entries(r.serverThreadCpuS)
+          .map(([name, s]) => `${name} ${s.toFixed(1)}`)
+          .join(", ")}`,
+    ),
+  );
   const md = [
     `# Boot storm: ${CLIENTS} UEFI x64 machines at once (${meta.date})`,
     "",
@@ -322,6 +340,10 @@ function report(
     ),
     "",
     `Appliance, 1 core / 2 cores (time): ${scaling}.`,
+    "",
+    `Appliance CPU seconds by thread (${PUMP_THREADS}; "node" is the event loop, "nbdh-pump" the lockstep pump threads together, "nbdh-dhcp-in" the DHCP intake):`,
+    "",
+    ...threadLines,
     "",
   ].join("\n");
   const out = join(packageRoot(), "bench/results");

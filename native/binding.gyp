@@ -8,7 +8,8 @@
     {
       "target_name": "nbdh_udp",
       "sources": ["nbdh_udp.c"],
-      "cflags": ["-Wall", "-Wextra", "-O2"]
+      "cflags": ["-Wall", "-Wextra", "-O2", "-pthread"],
+      "ldflags": ["-pthread"]
     },
     {
       "target_name": "nbdh_intake",

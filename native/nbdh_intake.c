@@ -212,6 +212,7 @@ static void intake_unref(intake_t *in) {
 
 static void *reader(void *arg) {
   intake_t *in = (intake_t *)arg;
+  pthread_setname_np(pthread_self(), "nbdh-dhcp-in"); /* so per-thread CPU (top -H, /proc) names it */
   uint8_t (*bufs)[RECV_MAX] = malloc(RECV_BATCH * sizeof *bufs);
   if (bufs == NULL) return NULL;
   struct mmsghdr msgs[RECV_BATCH];

@@ -23,7 +23,8 @@
  *   .queue(packets, firstBlock)                 the chunk that follows the armed one: the pump goes on
  *                                               into it without stopping at the chunk's end
  *   .disarm()
- *   .pending()                                  whether a datagram waits unread in the socket (FIONREAD)
+ *   .pending()                                  whether a datagram waits unread: in the socket (FIONREAD), or
+ *                                               read by a pump thread and not yet handed to JS
  *   .lastSent() / .lastProgress()               the pump's last block sent, and when (uv_hrtime in ms,
  *                                             the clock of process.hrtime)
  *   .close()                                    stops polling and closes the socket (idempotent)
@@ -44,7 +45,10 @@
 #include <netinet/in.h>
 #include <node_api.h>
 #include "nbdh_errno.h"
+#include "nbdh_pool.h"
 #include "nbdh_ring.h"
+#include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,19 +76,36 @@ typedef struct {
 
 struct channel;
 
-/* One per Node environment (its loop): the ring and the channels noted readable since the last flush. */
+/*
+ * One per Node environment (its loop): the ring and the channels noted readable since the last flush,
+ * and the pump threads when the server asked for them (usePumpThreads).
+ */
 typedef struct {
   int enabled;
   nbdh_ring_t ring;
   uv_check_t check;
   struct channel **ready;
   size_t count, capacity;
+  nbdh_pool_t *pool;
+  int pool_decided; /* usePumpThreads was called: the answer stays for the environment's life */
 } batcher_t;
+
+/* What a pump thread posts to the loop (nbdh_event_t.kind). */
+enum { EV_PACKET = 0, EV_ADVANCED = 1 };
 
 enum { ACT_NONE, ACT_DELIVER, ACT_ADVANCED };
 
 typedef struct channel {
   napi_env env;
+  /*
+   * Pump threads: the channel's socket belongs to one worker (member), which reads it and runs the pump;
+   * mu guards the pump's state and `closed` between that worker and the loop. Unused locks are cheap.
+   */
+  nbdh_pool_t *pool;
+  nbdh_member_t member;
+  pthread_mutex_t mu;
+  int undelivered; /* datagrams posted to the loop and not yet dispatched: still waiting, as in the socket */
+  chunk_t *retired; /* the chunk the pump thread moved past, until it is posted to the loop */
   uv_poll_t poll;
   batcher_t *batch; /* NULL: read and answer at once */
   int queued;       /* in batch->ready */
@@ -172,7 +193,7 @@ static void call_js(channel_t *ch, napi_ref fn, size_t argc, napi_value *argv) {
  * the current one. Returns 0 when the datagram is not for it, 1 when it sent, 2 when it sent the first
  * packet of the queued chunk (JS is told, to read the chunk after).
  */
-static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t **out, size_t *out_len) {
+static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t **out, size_t *out_len, chunk_t *retired) {
   if (!ch->armed || n < 4 || p[0] != 0 || p[1] != 4) return 0;
   uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
   if (block != (uint16_t)(ch->last_sent & 0xffff)) return 0;
@@ -180,7 +201,9 @@ static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t *
   if (want > ch->last_block) return 0;
   int moved = 0;
   if (want - ch->cur.first >= (int64_t)ch->cur.count && ch->next.ref != NULL && ch->next.first == want) {
-    chunk_release(ch->env, &ch->cur);
+    /* A pump thread may not touch JS references: the loop releases the chunk it hands back. */
+    if (retired != NULL) *retired = ch->cur;
+    else chunk_release(ch->env, &ch->cur);
     ch->cur = ch->next;
     memset(&ch->next, 0, sizeof ch->next);
     moved = 1;
@@ -197,27 +220,27 @@ static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t *
 static int pump(channel_t *ch, const uint8_t *p, ssize_t n) {
   const uint8_t *packet;
   size_t len;
-  int took = pump_take(ch, p, n, &packet, &len);
+  int took = pump_take(ch, p, n, &packet, &len, NULL);
   /* A failed send (ENOBUFS, EAGAIN) is a loss: the transfer's timeout sends the block again. */
   if (took) (void)send(ch->fd, packet, len, MSG_DONTWAIT);
   return took;
 }
 
-static void deliver(channel_t *ch, const uint8_t *p, ssize_t n) {
+static void deliver(channel_t *ch, const uint8_t *p, ssize_t n, int64_t last_sent) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(ch->env, &scope) != napi_ok) return;
   napi_value argv[2];
   void *copy;
-  if (napi_create_buffer_copy(ch->env, (size_t)n, p, &copy, &argv[0]) == napi_ok && napi_create_int64(ch->env, ch->last_sent, &argv[1]) == napi_ok)
+  if (napi_create_buffer_copy(ch->env, (size_t)n, p, &copy, &argv[0]) == napi_ok && napi_create_int64(ch->env, last_sent, &argv[1]) == napi_ok)
     call_js(ch, ch->on_packet, 2, argv);
   napi_close_handle_scope(ch->env, scope);
 }
 
-static void advanced(channel_t *ch) {
+static void advanced(channel_t *ch, int64_t first) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(ch->env, &scope) != napi_ok) return;
   napi_value argv[1];
-  if (napi_create_int64(ch->env, ch->cur.first, &argv[0]) == napi_ok) call_js(ch, ch->on_advance, 1, argv);
+  if (napi_create_int64(ch->env, first, &argv[0]) == napi_ok) call_js(ch, ch->on_advance, 1, argv);
   napi_close_handle_scope(ch->env, scope);
 }
 
@@ -232,8 +255,8 @@ static void read_now(channel_t *ch) {
       continue;
     }
     int took = pump(ch, ch->buf, n);
-    if (took == 2) advanced(ch);
-    else if (took == 0) deliver(ch, ch->buf, n);
+    if (took == 2) advanced(ch, ch->cur.first);
+    else if (took == 0) deliver(ch, ch->buf, n, ch->last_sent);
   }
 }
 
@@ -246,6 +269,169 @@ static void note_sent(uint64_t user_data, int32_t res, void *ctx) {
   (void)user_data;
   (void)res; /* a failed send is a loss, as in pump() */
   (void)ctx;
+}
+
+static channel_t *member_channel(void *member) {
+  return (channel_t *)((char *)member - offsetof(channel_t, member));
+}
+
+static void post(channel_t *ch, int kind, int64_t value, void *data, size_t len) {
+  nbdh_event_t *ev = calloc(1, sizeof *ev);
+  if (ev == NULL) {
+    free(data); /* a lost datagram or chunk notice: the transfer's timeout recovers */
+    return;
+  }
+  ev->owner = &ch->member;
+  ev->kind = kind;
+  ev->value = value;
+  ev->data = data;
+  ev->len = len;
+  nbdh_pool_post(ch->pool, ev);
+}
+
+/* What the pump took from one received datagram, on its thread: the answer is sent by the caller. */
+static int thread_take(channel_t *ch, ssize_t n, const uint8_t **packet, size_t *len) {
+  chunk_t retired;
+  memset(&retired, 0, sizeof retired);
+  int took = pump_take(ch, ch->buf, n, packet, len, &retired);
+  if (took == 2) {
+    chunk_t *old = malloc(sizeof *old);
+    if (old != NULL) *old = retired; /* else its reference leaks: never freed under a sender */
+    ch->action = ACT_ADVANCED;
+    ch->retired = old;
+  } else if (took == 0) {
+    ch->action = ACT_DELIVER;
+  }
+  return took;
+}
+
+/* Posts what thread_take left for the loop; after the answers are sent, so JS never races a send. */
+static void thread_post(channel_t *ch, ssize_t n) {
+  if (ch->action == ACT_ADVANCED) {
+    post(ch, EV_ADVANCED, ch->cur.first, ch->retired, sizeof(chunk_t));
+    ch->retired = NULL;
+  } else if (ch->action == ACT_DELIVER) {
+    uint8_t *copy = malloc((size_t)n ? (size_t)n : 1);
+    if (copy != NULL) {
+      memcpy(copy, ch->buf, (size_t)n);
+      ch->undelivered++;
+      post(ch, EV_PACKET, ch->last_sent, copy, (size_t)n);
+    }
+  }
+  ch->action = ACT_NONE;
+}
+
+/* One channel, unbatched: reads what its socket has (up to RECV_BURST) and answers each at once. */
+static void thread_serve(channel_t *ch) {
+  pthread_mutex_lock(&ch->mu);
+  for (int i = 0; i < RECV_BURST && !ch->closed; i++) {
+    ssize_t n = recv(ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      continue; /* ECONNREFUSED (an ICMP error, now cleared): the timeout deals with it */
+    }
+    const uint8_t *packet;
+    size_t len;
+    if (thread_take(ch, n, &packet, &len)) (void)send(ch->fd, packet, len, MSG_DONTWAIT); /* a failed send is a loss */
+    thread_post(ch, n);
+  }
+  pthread_mutex_unlock(&ch->mu);
+}
+
+/* A pump thread's io_uring (as the loop's batcher): NULL when off or refused. */
+typedef struct {
+  nbdh_ring_t ring;
+  int broken;
+} thread_ring_t;
+
+static void *thread_ring_init(void) {
+  const char *setting = getenv("NETBOOT_TFTP_BATCH");
+  if (setting != NULL && strcmp(setting, "0") == 0) return NULL;
+  thread_ring_t *r = calloc(1, sizeof *r);
+  if (r != NULL && nbdh_ring_init(&r->ring, BATCH_MAX) == 0) return r;
+  free(r);
+  return NULL;
+}
+
+static void thread_ring_free(void *local) {
+  thread_ring_t *r = (thread_ring_t *)local;
+  if (r == NULL) return;
+  nbdh_ring_free(&r->ring);
+  free(r);
+}
+
+/*
+ * On a pump thread, with every channel one epoll_wait found readable: one submit reads them all, one
+ * more sends every answer the pump has (as the loop's flush_some does), then the rest goes to the loop.
+ * The channels stay locked for the batch; the loop never holds two channel locks, so this cannot deadlock.
+ */
+static void thread_ready(void **members, int count, void *local) {
+  thread_ring_t *r = (thread_ring_t *)local;
+  if (r == NULL || r->broken || count > BATCH_MAX) {
+    for (int i = 0; i < count; i++) thread_serve(member_channel(members[i]));
+    return;
+  }
+  channel_t *chs[BATCH_MAX];
+  unsigned reads = 0, sends = 0;
+  for (int i = 0; i < count; i++) {
+    channel_t *ch = member_channel(members[i]);
+    chs[i] = ch;
+    pthread_mutex_lock(&ch->mu);
+    ch->received = -EAGAIN;
+    ch->action = ACT_NONE;
+    if (ch->closed) continue;
+    struct io_uring_sqe *sqe = nbdh_ring_sqe(&r->ring);
+    if (sqe == NULL) continue;
+    nbdh_ring_prep(sqe, IORING_OP_RECV, ch->fd, ch->buf, sizeof ch->buf, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
+    reads++;
+  }
+  if (reads > 0 && nbdh_ring_submit(&r->ring, reads) < 0) {
+    /* The ring's state is unknown: never enter it again (as flush_some). */
+    r->broken = 1;
+    for (int i = 0; i < count; i++) pthread_mutex_unlock(&chs[i]->mu);
+    for (int i = 0; i < count; i++) thread_serve(chs[i]);
+    return;
+  }
+  if (reads > 0) nbdh_ring_reap(&r->ring, note_received, NULL);
+  for (int i = 0; i < count; i++) {
+    channel_t *ch = chs[i];
+    if (ch->received < 0 || ch->closed) continue;
+    const uint8_t *packet;
+    size_t len;
+    if (thread_take(ch, ch->received, &packet, &len) == 0) continue;
+    struct io_uring_sqe *sqe = nbdh_ring_sqe(&r->ring);
+    if (sqe == NULL) continue; /* a loss: the transfer's timeout sends it again */
+    nbdh_ring_prep(sqe, IORING_OP_SEND, ch->fd, packet, len, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
+    sends++;
+  }
+  if (sends > 0 && nbdh_ring_submit(&r->ring, sends) >= 0) nbdh_ring_reap(&r->ring, note_sent, NULL);
+  for (int i = 0; i < count; i++) {
+    channel_t *ch = chs[i];
+    if (ch->received >= 0 && !ch->closed) thread_post(ch, ch->received);
+    ch->action = ACT_NONE;
+    pthread_mutex_unlock(&ch->mu);
+  }
+}
+
+static void channel_released(channel_t *ch);
+
+/* On the loop: what the pump threads posted. */
+static void thread_dispatch(nbdh_event_t *ev) {
+  channel_t *ch = member_channel(ev->owner);
+  if (ev->kind == NBDH_EV_REMOVED) {
+    channel_released(ch);
+    return;
+  }
+  if (ev->kind == EV_ADVANCED) {
+    if (ev->data != NULL) chunk_release(ch->env, (chunk_t *)ev->data);
+    if (!ch->closed) advanced(ch, ev->value);
+  } else if (ev->kind == EV_PACKET) {
+    pthread_mutex_lock(&ch->mu);
+    ch->undelivered--;
+    pthread_mutex_unlock(&ch->mu);
+    if (!ch->closed) deliver(ch, ev->data, (ssize_t)ev->len, ev->value);
+  }
 }
 
 /* Reads, and answers, up to BATCH_MAX noted channels with two submits; then tells JS what is its. */
@@ -279,7 +465,7 @@ static void flush_some(batcher_t *b, channel_t **chs, size_t k) {
     if (ch->received < 0 || ch->closed) continue;
     const uint8_t *packet;
     size_t len;
-    int took = pump_take(ch, ch->buf, ch->received, &packet, &len);
+    int took = pump_take(ch, ch->buf, ch->received, &packet, &len, NULL);
     if (took == 0) {
       ch->action = ACT_DELIVER;
       continue;
@@ -296,8 +482,8 @@ static void flush_some(batcher_t *b, channel_t **chs, size_t k) {
   for (size_t i = 0; i < k; i++) {
     channel_t *ch = chs[i];
     if (ch->closed) continue;
-    if (ch->action == ACT_DELIVER) deliver(ch, ch->buf, ch->received);
-    else if (ch->action == ACT_ADVANCED) advanced(ch);
+    if (ch->action == ACT_DELIVER) deliver(ch, ch->buf, ch->received, ch->last_sent);
+    else if (ch->action == ACT_ADVANCED) advanced(ch, ch->cur.first);
     ch->action = ACT_NONE;
   }
 }
@@ -322,6 +508,7 @@ static void batcher_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   batcher_t *b = (batcher_t *)data;
+  if (b->pool != NULL) nbdh_pool_destroy(b->pool);
   if (!b->enabled) {
     free(b);
     return;
@@ -331,10 +518,10 @@ static void batcher_finalize(napi_env env, void *data, void *hint) {
   uv_close((uv_handle_t *)&b->check, batcher_closed);
 }
 
-/* The environment's batcher, made on first use; NULL when batching is off. */
-static batcher_t *batcher_for(napi_env env, uv_loop_t *loop) {
+/* The environment's state (batcher and pump threads), made on first use; NULL only when out of memory. */
+static batcher_t *state_for(napi_env env, uv_loop_t *loop) {
   batcher_t *b = NULL;
-  if (napi_get_instance_data(env, (void **)&b) == napi_ok && b != NULL) return b->enabled ? b : NULL;
+  if (napi_get_instance_data(env, (void **)&b) == napi_ok && b != NULL) return b;
   b = calloc(1, sizeof *b);
   if (b == NULL) return NULL;
   const char *setting = getenv("NETBOOT_TFTP_BATCH");
@@ -347,7 +534,39 @@ static batcher_t *batcher_for(napi_env env, uv_loop_t *loop) {
     uv_unref((uv_handle_t *)&b->check); /* never keeps the process alive by itself */
   }
   napi_set_instance_data(env, b, batcher_finalize, NULL);
-  return b->enabled ? b : NULL;
+  return b;
+}
+
+/* The environment's batcher; NULL when batching is off. */
+static batcher_t *batcher_for(napi_env env, uv_loop_t *loop) {
+  batcher_t *b = state_for(env, loop);
+  return b != NULL && b->enabled ? b : NULL;
+}
+
+/*
+ * usePumpThreads(n) -> threads in use. The first call decides for the environment: n > 0 starts n pump
+ * threads that own every channel started afterwards; 0 keeps the pump on the loop. Later calls only
+ * report (channels already started cannot move).
+ */
+static napi_value use_pump_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t wanted = 0;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &wanted) != napi_ok || wanted < 0 || wanted > NBDH_POOL_MAX_THREADS) {
+    napi_throw_range_error(env, NULL, "usePumpThreads(threads: 0..64)");
+    return NULL;
+  }
+  uv_loop_t *loop;
+  batcher_t *b = napi_get_uv_event_loop(env, &loop) == napi_ok ? state_for(env, loop) : NULL;
+  if (b != NULL && !b->pool_decided) {
+    b->pool_decided = 1;
+    nbdh_pool_hooks_t hooks = {thread_ready, thread_dispatch, thread_ring_init, thread_ring_free};
+    b->pool = nbdh_pool_create(loop, wanted, hooks);
+  }
+  napi_value v;
+  napi_create_int32(env, b != NULL && b->pool != NULL ? b->pool->threads : 0, &v);
+  return v;
 }
 
 static napi_value batching(napi_env env, napi_callback_info info) {
@@ -388,8 +607,8 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   read_now(ch);
 }
 
-static void on_closed(uv_handle_t *handle) {
-  channel_t *ch = (channel_t *)handle->data;
+/* The loop's handle, or the pump thread, has let go of the socket: close it and drop the references. */
+static void channel_released(channel_t *ch) {
   napi_env env = ch->env;
   if (ch->fd >= 0) close(ch->fd);
   ch->fd = -1;
@@ -405,6 +624,10 @@ static void on_closed(uv_handle_t *handle) {
   ch->self = NULL;
 }
 
+static void on_closed(uv_handle_t *handle) {
+  channel_released((channel_t *)handle->data);
+}
+
 static void finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -416,6 +639,7 @@ static void finalize(napi_env env, void *data, void *hint) {
   free(ch->cur.len);
   free(ch->next.data);
   free(ch->next.len);
+  pthread_mutex_destroy(&ch->mu);
   free(ch);
 }
 
@@ -456,6 +680,7 @@ static napi_value channel_new(napi_env env, napi_callback_info info) {
   ch->env = env;
   ch->fd = fd;
   ch->family = family;
+  pthread_mutex_init(&ch->mu, NULL);
   ch->poll.data = ch;
   if (napi_wrap(env, self, ch, finalize, NULL, NULL) != napi_ok) {
     close(fd);
@@ -524,6 +749,24 @@ static napi_value channel_start(napi_env env, napi_callback_info info) {
   uv_loop_t *loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
     napi_throw_error(env, NULL, "UdpChannel: no event loop");
+    return NULL;
+  }
+  batcher_t *state = state_for(env, loop);
+  if (state != NULL && state->pool != NULL) {
+    ch->pool = state->pool;
+    ch->member.fd = ch->fd;
+    napi_create_reference(env, argv[0], 1, &ch->on_packet);
+    napi_create_reference(env, argv[1], 1, &ch->on_advance);
+    napi_create_reference(env, self, 1, &ch->self);
+    napi_async_init(env, NULL, name, &ch->async);
+    int added = nbdh_pool_add(ch->pool, &ch->member);
+    if (added != 0) {
+      ch->pool = NULL;
+      ch->closed = 1;
+      channel_released(ch);
+      return throw_errno(env, "epoll_ctl", -added);
+    }
+    ch->polling = 1;
     return NULL;
   }
   int rc = uv_poll_init(loop, &ch->poll, ch->fd);
@@ -618,11 +861,13 @@ static napi_value channel_arm(napi_env env, napi_callback_info info) {
   }
   chunk_t c;
   if (chunk_from_array(env, argv[0], first, &c) != 0) return NULL;
+  pthread_mutex_lock(&ch->mu);
   release_packets(ch);
   ch->cur = c;
   ch->last_block = last;
   ch->last_sent = sent;
   ch->armed = 1;
+  pthread_mutex_unlock(&ch->mu);
   return NULL;
 }
 
@@ -638,8 +883,10 @@ static napi_value channel_queue(napi_env env, napi_callback_info info) {
   }
   chunk_t c;
   if (chunk_from_array(env, argv[0], first, &c) != 0) return NULL;
+  pthread_mutex_lock(&ch->mu);
   chunk_release(env, &ch->next);
   ch->next = c;
+  pthread_mutex_unlock(&ch->mu);
   return NULL;
 }
 
@@ -647,7 +894,9 @@ static napi_value channel_disarm(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
   if (ch == NULL) return NULL;
+  pthread_mutex_lock(&ch->mu);
   release_packets(ch);
+  pthread_mutex_unlock(&ch->mu);
   return NULL;
 }
 
@@ -657,6 +906,10 @@ static napi_value channel_pending(napi_env env, napi_callback_info info) {
   if (ch == NULL) return NULL;
   int waiting = 0;
   if (ch->fd >= 0 && ioctl(ch->fd, FIONREAD, &waiting) != 0) waiting = 0;
+  pthread_mutex_lock(&ch->mu);
+  /* A pump thread read it, and the loop has not yet taken it: the client answered all the same. */
+  if (ch->undelivered > 0) waiting = 1;
+  pthread_mutex_unlock(&ch->mu);
   /* FIONREAD is the next datagram's length: a waiting empty datagram reads as 0, which is no answer. */
   napi_value v;
   napi_get_boolean(env, waiting > 0, &v);
@@ -667,8 +920,11 @@ static napi_value channel_last_sent(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
   if (ch == NULL) return NULL;
+  pthread_mutex_lock(&ch->mu);
+  int64_t sent = ch->last_sent;
+  pthread_mutex_unlock(&ch->mu);
   napi_value v;
-  napi_create_int64(env, ch->last_sent, &v);
+  napi_create_int64(env, sent, &v);
   return v;
 }
 
@@ -676,8 +932,11 @@ static napi_value channel_last_progress(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
   if (ch == NULL) return NULL;
+  pthread_mutex_lock(&ch->mu);
+  double progress = ch->last_progress;
+  pthread_mutex_unlock(&ch->mu);
   napi_value v;
-  napi_create_double(env, ch->last_progress, &v);
+  napi_create_double(env, progress, &v);
   return v;
 }
 
@@ -686,9 +945,14 @@ static napi_value channel_close(napi_env env, napi_callback_info info) {
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
   if (ch == NULL) return NULL;
   if (ch->closed) return NULL;
+  pthread_mutex_lock(&ch->mu);
   ch->closed = 1;
   ch->armed = 0;
-  if (ch->polling) {
+  pthread_mutex_unlock(&ch->mu);
+  if (ch->pool != NULL && ch->polling) {
+    /* The worker forgets the socket after its current batch; NBDH_EV_REMOVED then releases it here. */
+    if (nbdh_pool_remove(ch->pool, &ch->member) != 0) napi_throw_error(env, NULL, "UdpChannel: out of memory");
+  } else if (ch->polling) {
     uv_poll_stop(&ch->poll);
     uv_close((uv_handle_t *)&ch->poll, on_closed);
   } else if (ch->fd >= 0) {
@@ -719,6 +983,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "batching", NAPI_AUTO_LENGTH, batching, NULL, &fn) == napi_ok)
     napi_set_named_property(env, exports, "batching", fn);
+  if (napi_create_function(env, "usePumpThreads", NAPI_AUTO_LENGTH, use_pump_threads, NULL, &fn) == napi_ok)
+    napi_set_named_property(env, exports, "usePumpThreads", fn);
   return exports;
 }
 

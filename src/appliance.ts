@@ -102,6 +102,7 @@ export class Appliance {
       timeoutMs: this.config.tftp.timeout_ms,
       retries: this.config.tftp.retries,
       maxTransfers: this.config.tftp.max_transfers,
+      pumpThreads: this.config.tftp.pump_threads,
       logger: logger.child({ svc: "tftp" }),
     });
     this.tftp.on("start", (t) =>

@@ -47,6 +47,44 @@ export function cpuSeconds(pid: number): number {
   return st ? st.cpu + st.childCpu : 0;
 }
 
+/**
+ * CPU seconds of a process's live threads, summed by thread name (/proc/PID/task/TID/stat): shows which
+ * threads carry the work (the event loop "node", "nbdh-pump", "nbdh-dhcp-in", libuv's pool...).
+ */
+export function threadCpuSeconds(pid: number): Record<string, number> {
+  const byName: Record<string, number> = {};
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return byName;
+  }
+  for (const tid of tids) {
+    try {
+      const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const name = s.slice(s.indexOf("(") + 1, s.lastIndexOf(")"));
+      const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
+      const cpu = (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+      byName[name] = (byName[name] ?? 0) + cpu;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return byName;
+}
+
+/** The thread names' CPU seconds in `after` beyond `before`, above 0.05 s, largest first. */
+export function threadCpuDelta(
+  before: Record<string, number>,
+  after: Record<string, number>,
+): Record<string, number> {
+  const rows = Object.entries(after)
+    .map(([name, s]) => [name, Math.round((s - (before[name] ?? 0)) * 10) / 10] as const)
+    .filter(([, s]) => s >= 0.05)
+    .sort((a, b) => b[1] - a[1]);
+  return Object.fromEntries(rows);
+}
+
 /** The process and all its live descendants. */
 export function processTree(pid: number): number[] {
   const children = new Map<number, number[]>();

@@ -6,6 +6,7 @@
  * The transfer (transfer.ts) owns the protocol either way; the pump only repeats "ACK n, send n+1".
  */
 import { createSocket, type Socket } from "node:dgram";
+import { availableParallelism } from "node:os";
 import { loadAddon } from "../native.js";
 
 /** Answers the ACK of `lastSent` with the next of `packets` while it has one; see native/nbdh_udp.c. */
@@ -62,7 +63,41 @@ interface NativeUdpChannel {
 type NativeUdpAddon = {
   UdpChannel: new (family: 4 | 6, address: string, port: number) => NativeUdpChannel;
   batching(): boolean;
+  usePumpThreads(threads: number): number;
 };
+
+export const PUMP_THREADS_MAX = 64;
+export type PumpThreadsSetting = "auto" | number;
+
+/**
+ * How many pump threads a setting means here: NETBOOT_TFTP_PUMP_THREADS overrides it (benchmarks, tests).
+ * "auto" is one per core this process may run on (its affinity: taskset counts), and none on a single
+ * core, where a thread cannot add throughput, only the switches to and from the loop (12% more server
+ * CPU in a 100-machine storm pinned to one core, bench:storm).
+ */
+export function pumpThreadsFor(
+  setting: PumpThreadsSetting,
+  env = process.env,
+  cores = availableParallelism(),
+): number {
+  const override = env.NETBOOT_TFTP_PUMP_THREADS;
+  const chosen =
+    override !== undefined && override !== "" ? (override === "auto" ? "auto" : Number(override)) : setting;
+  if (chosen === "auto") return cores < 2 ? 0 : Math.min(cores, PUMP_THREADS_MAX);
+  if (!Number.isInteger(chosen) || chosen < 0 || chosen > PUMP_THREADS_MAX)
+    throw new Error(
+      `NETBOOT_TFTP_PUMP_THREADS: ${override} is not "auto" or an integer 0..${PUMP_THREADS_MAX}`,
+    );
+  return chosen;
+}
+
+/**
+ * Starts the pump threads that own the native channels opened from now on (native/nbdh_pool.h), or keeps
+ * the pump on the event loop (0). The first call in a process decides; returns the threads in use.
+ */
+export function useNativePumpThreads(threads: number): number {
+  return loadAddon<NativeUdpAddon>("nbdh_udp").usePumpThreads(threads);
+}
 
 /** Whether the native channel can be used here (the addon is built and loads). */
 export function nativeChannelAvailable(): boolean {

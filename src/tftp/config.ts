@@ -1,5 +1,6 @@
 /** The `tftp:` section of the appliance's YAML config. */
 import { z } from "zod";
+import { PUMP_THREADS_MAX } from "./channel.js";
 import {
   BLKSIZE_MAX,
   BLKSIZE_MIN,
@@ -18,6 +19,8 @@ export const tftpConfigSchema = z.strictObject({
   timeout_ms: z.number().int().min(10).max(255_000).default(1000),
   retries: z.number().int().min(1).max(100).default(DEFAULT_RETRIES),
   max_transfers: z.number().int().min(1).max(100_000).default(500),
+  /** Threads running the lockstep pump (native transport): "auto" is one per core this process may use. */
+  pump_threads: z.union([z.literal("auto"), z.number().int().min(0).max(PUMP_THREADS_MAX)]).default("auto"),
 });
 export type TftpConfig = z.infer<typeof tftpConfigSchema>;
 
@@ -32,5 +35,6 @@ export function tftpServerOptionsFromConfig(c: TftpConfig) {
     timeoutMs: c.timeout_ms,
     retries: c.retries,
     maxTransfers: c.max_transfers,
+    pumpThreads: c.pump_threads,
   };
 }

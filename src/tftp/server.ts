@@ -12,7 +12,10 @@ import {
   openDgramChannel,
   openDgramSocket,
   openNativeChannel,
+  type PumpThreadsSetting,
+  pumpThreadsFor,
   type TransferChannel,
+  useNativePumpThreads,
 } from "./channel.js";
 import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, DEFAULT_RETRIES, negotiateOptions } from "./options.js";
 import { decodePacket, ErrorCode, encodeError, type RequestPacket } from "./packet.js";
@@ -37,6 +40,11 @@ export interface TftpServerOptions {
    * Default: native when the addon is built, else dgram.
    */
   transport?: "native" | "dgram";
+  /**
+   * Native transport: threads that run the lockstep pump, each owning some transfers' sockets (0: on the
+   * event loop, batched through io_uring). Default "auto": one per core this process may use.
+   */
+  pumpThreads?: PumpThreadsSetting;
   logger: Logger;
 }
 
@@ -98,6 +106,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       retries: options.retries ?? DEFAULT_RETRIES,
       maxTransfers: options.maxTransfers ?? 500,
       transport: options.transport ?? (nativeChannelAvailable() ? "native" : "dgram"),
+      pumpThreads: options.pumpThreads ?? "auto",
     };
     this.lookup = options.lookup ?? new FileLookup(options.root, options.provider);
     this.log = options.logger;
@@ -113,6 +122,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
 
   async listen(): Promise<AddressInfo> {
     this.realRoot = await this.lookup.init();
+    const pumpThreads =
+      this.opts.transport === "native" ? useNativePumpThreads(pumpThreadsFor(this.opts.pumpThreads)) : 0;
     const socket = createSocket({ type: this.socketType(), reuseAddr: false });
     this.socket = socket;
     socket.on("message", (msg, rinfo) => this.onRequest(msg, rinfo));
@@ -131,7 +142,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
         port: addr.port,
         root: this.realRoot,
         transport: this.opts.transport,
-        ...(this.opts.transport === "native" ? { batching: nativeBatching() } : {}),
+        ...(this.opts.transport === "native" ? { pumpThreads, batching: nativeBatching() } : {}),
       },
       "tftp listening",
     );

@@ -1,4 +1,6 @@
+import { availableParallelism } from "node:os";
 import { expect, test } from "vitest";
+import { pumpThreadsFor } from "../../src/tftp/channel.js";
 import { tftpConfigSchema, tftpServerOptionsFromConfig } from "../../src/tftp/config.js";
 
 test("tftp config: defaults filled in, snake_case keys, unknown keys and bad values refused", () => {
@@ -12,6 +14,7 @@ test("tftp config: defaults filled in, snake_case keys, unknown keys and bad val
     timeout_ms: 1000,
     retries: 8,
     max_transfers: 500,
+    pump_threads: "auto",
   });
   expect(tftpServerOptionsFromConfig(c)).toMatchObject({
     root: "/srv/tftp",
@@ -26,4 +29,22 @@ test("tftp config: defaults filled in, snake_case keys, unknown keys and bad val
   expect(tftpConfigSchema.safeParse({ root: "/x", maxBlksize: 1024 }).success).toBe(false);
   expect(tftpConfigSchema.safeParse({}).success).toBe(false);
   expect(tftpConfigSchema.parse({ root: "/x", address: "::1", max_windowsize: 4 }).max_windowsize).toBe(4);
+  expect(tftpConfigSchema.parse({ root: "/x", pump_threads: 0 }).pump_threads).toBe(0);
+  expect(tftpConfigSchema.safeParse({ root: "/x", pump_threads: 65 }).success).toBe(false);
+  expect(tftpConfigSchema.safeParse({ root: "/x", pump_threads: "many" }).success).toBe(false);
+});
+
+test("pump threads: auto is the cores this process may use (none on one); the environment overrides, and is checked", () => {
+  expect(pumpThreadsFor("auto", {}, 2)).toBe(2);
+  expect(pumpThreadsFor("auto", {}, 1)).toBe(0);
+  expect(pumpThreadsFor("auto", {}, 128)).toBe(64);
+  expect(pumpThreadsFor("auto", {})).toBe(
+    availableParallelism() < 2 ? 0 : Math.min(availableParallelism(), 64),
+  );
+  expect(pumpThreadsFor(3, {})).toBe(3);
+  expect(pumpThreadsFor(3, { NETBOOT_TFTP_PUMP_THREADS: "0" })).toBe(0);
+  expect(pumpThreadsFor(0, { NETBOOT_TFTP_PUMP_THREADS: "auto" }, 4)).toBe(4);
+  expect(() => pumpThreadsFor("auto", { NETBOOT_TFTP_PUMP_THREADS: "two" })).toThrow(
+    /NETBOOT_TFTP_PUMP_THREADS: two/,
+  );
 });

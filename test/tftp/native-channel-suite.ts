@@ -1,0 +1,186 @@
+/**
+ * The native transfer channel and its lockstep pump, driven over loopback by a plain dgram client: one
+ * suite for both owners of the socket (the event loop, or a pump thread; the process's first
+ * useNativePumpThreads call decides which).
+ */
+import { createSocket, type Socket } from "node:dgram";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { openNativeChannel, type TransferChannel } from "../../src/tftp/channel.js";
+import { encodeAck, encodeError } from "../../src/tftp/packet.js";
+
+/** DATA packets whose payload names their absolute block, so a test can tell which one was sent. */
+function packets(first: number, count: number): Buffer[] {
+  return Array.from({ length: count }, (_, i) => {
+    const p = Buffer.alloc(4 + 8);
+    p.writeUInt16BE(3, 0);
+    p.writeUInt16BE((first + i) & 0xffff, 2);
+    p.write(`blk${first + i}`.padEnd(8, "."), 4);
+    return p;
+  });
+}
+
+function payloadBlock(msg: Buffer): number {
+  return Number(msg.subarray(4).toString().replace(/^blk/, "").replace(/\.+$/, ""));
+}
+
+export function describeNativeChannel(title: string, haveAddon: boolean): void {
+  describe.skipIf(!haveAddon)(title, () => {
+    let client: Socket;
+    let channel: TransferChannel;
+    const received: Buffer[] = [];
+    const delivered: Buffer[] = [];
+    const advanced: number[] = [];
+
+    async function nextFromServer(): Promise<Buffer> {
+      for (let i = 0; i < 200 && received.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+      const m = received.shift();
+      if (m === undefined) throw new Error("nothing from the channel");
+      return m;
+    }
+    async function quiet(ms = 60): Promise<void> {
+      await new Promise((r) => setTimeout(r, ms));
+    }
+    function ack(block: number): void {
+      client.send(encodeAck(block & 0xffff), channel.port, "127.0.0.1");
+    }
+
+    beforeEach(async () => {
+      received.length = 0;
+      delivered.length = 0;
+      advanced.length = 0;
+      client = createSocket("udp4");
+      client.on("message", (m) => received.push(m));
+      await new Promise<void>((r) => client.bind(0, "127.0.0.1", () => r()));
+      channel = openNativeChannel(4, "127.0.0.1");
+      await channel.connect("127.0.0.1", client.address().port);
+      channel.start(
+        (m) => delivered.push(m),
+        (first) => advanced.push(first),
+      );
+    });
+    afterEach(() => {
+      channel.close();
+      client.close();
+    });
+
+    test("send reaches the connected client; the pump answers the expected ACKs without JS", async () => {
+      const chunk = packets(1, 3);
+      channel.send(chunk[0] as Buffer);
+      channel.pump?.arm(chunk, 1, 10, 1);
+      expect(payloadBlock(await nextFromServer())).toBe(1);
+      ack(1);
+      expect(payloadBlock(await nextFromServer())).toBe(2);
+      ack(2);
+      expect(payloadBlock(await nextFromServer())).toBe(3);
+      expect(delivered).toHaveLength(0);
+      expect(channel.pump?.lastSent()).toBe(3);
+      // The chunk is used up: the ACK of its last block goes to JS, and nothing is sent.
+      ack(3);
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([3]);
+    });
+
+    test("a duplicate or earlier ACK and any other packet go to JS, never to a send", async () => {
+      const chunk = packets(1, 5);
+      channel.pump?.arm(chunk, 1, 5, 2);
+      ack(1); // duplicate of an earlier block
+      client.send(encodeError(8, "probe"), channel.port, "127.0.0.1");
+      client.send(Buffer.from([0, 4]), channel.port, "127.0.0.1"); // truncated ACK
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered).toHaveLength(3);
+      expect(channel.pump?.lastSent()).toBe(2);
+    });
+
+    test("stops at the transfer's last block even with packets left", async () => {
+      channel.pump?.arm(packets(1, 4), 1, 2, 1);
+      ack(1);
+      expect(payloadBlock(await nextFromServer())).toBe(2);
+      ack(2);
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered).toHaveLength(1);
+    });
+
+    test("goes on into the queued chunk and reports it once", async () => {
+      channel.pump?.arm(packets(1, 2), 1, 100, 1);
+      channel.pump?.queue(packets(3, 2), 3);
+      ack(1);
+      expect(payloadBlock(await nextFromServer())).toBe(2);
+      ack(2);
+      expect(payloadBlock(await nextFromServer())).toBe(3);
+      ack(3);
+      expect(payloadBlock(await nextFromServer())).toBe(4);
+      await quiet();
+      expect(advanced).toEqual([3]);
+      expect(delivered).toHaveLength(0);
+    });
+
+    test("a queued chunk that does not follow on is not used", async () => {
+      channel.pump?.arm(packets(1, 2), 1, 100, 1);
+      channel.pump?.queue(packets(10, 2), 10);
+      ack(1);
+      expect(payloadBlock(await nextFromServer())).toBe(2);
+      ack(2);
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(advanced).toEqual([]);
+      expect(delivered).toHaveLength(1);
+    });
+
+    test("block numbers roll over: absolute 65536 is 0 on the wire", async () => {
+      channel.pump?.arm(packets(65535, 3), 65535, 70000, 65535);
+      ack(65535);
+      const a = await nextFromServer();
+      expect(a.readUInt16BE(2)).toBe(0);
+      expect(payloadBlock(a)).toBe(65536);
+      ack(65536); // wire 0
+      expect(payloadBlock(await nextFromServer())).toBe(65537);
+      expect(channel.pump?.lastSent()).toBe(65537);
+    });
+
+    test("lastProgress moves with the pump, on the process.hrtime clock", async () => {
+      channel.pump?.arm(packets(1, 2), 1, 2, 1);
+      const before = Number(process.hrtime.bigint()) / 1e6;
+      ack(1);
+      await nextFromServer();
+      const progress = channel.pump?.lastProgressMs() ?? 0;
+      expect(progress).toBeGreaterThanOrEqual(before);
+      expect(progress).toBeLessThanOrEqual(Number(process.hrtime.bigint()) / 1e6);
+    });
+
+    test("disarm and close: nothing more is answered; close twice is harmless", async () => {
+      channel.pump?.arm(packets(1, 3), 1, 3, 1);
+      channel.pump?.disarm();
+      ack(1);
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered).toHaveLength(1);
+      channel.close();
+      channel.close();
+      channel.send(Buffer.from([0, 3, 0, 1])); // after close: dropped, no throw
+    });
+
+    test("an ICMP error (client port closed for a while) does not stop the channel from receiving", async () => {
+      const port = client.address().port;
+      client.close();
+      // Sent to a closed port: the kernel answers port unreachable, which marks the connected socket in error.
+      channel.send(Buffer.from([0, 3, 0, 1]));
+      await quiet(100);
+      client = createSocket("udp4");
+      client.on("message", (m) => received.push(m));
+      await new Promise<void>((r) => client.bind(port, "127.0.0.1", () => r()));
+      ack(7);
+      await quiet(100);
+      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([7]);
+    });
+
+    test("bad arguments are type errors, not crashes", () => {
+      expect(() => channel.pump?.arm([Buffer.alloc(4), "x" as unknown as Buffer], 1, 2, 1)).toThrow(
+        /Buffers/,
+      );
+      expect(() => openNativeChannel(4, "not-an-address")).toThrow(/IP literal/);
+    });
+  });
+}
