@@ -35,6 +35,7 @@ import { runStorm, type StormResult } from "./lib/storm-run.js";
 import {
   applianceConfig,
   dnsmasqRoot,
+  SERVER_NICE,
   type StormInputs,
   type StormServerName,
   serverSequence,
@@ -322,6 +323,7 @@ function report(
     `${meta.cpu} · ${meta.cores} cores, shared by the server and all clients · ${meta.dnsmasq} · ${(bytesPerBoot / 1e6).toFixed(1)} MB per boot (shim, GRUB, two configs, kernel, initrd) · load average ${meta.loadavg1mBefore} before, ${meta.loadavg1mAfter} after`,
     "",
     "Each machine: udhcpc (option 93 = 7), a tsize probe, shim at blksize 1468 windowsize 4, GRUB at 512 windowsize 4, grub.cfg and its own config, kernel and initrd at 1024 in lockstep (atftp). Time: until the last machine has its initrd. CPU: the server's utime + stime over the storm. Retransmits: server datagrams beyond a loss-free storm's, counted by nftables. Medians of the runs; runs of the two servers interleaved.",
+    `Both servers run at nice ${SERVER_NICE} over the machines' processes (they share this host's cores; a real rack's machines do not).`,
     `Loss rows: ${LOSS_PERCENT}% of frames dropped each way on every machine's bridge port, every file cut to 1/${1 / LOSS_SCALE} of its size (lockstep at a 1 s timeout would take hours for the real initrd), fetched by bench/lib/firmware-tftp.ts, which retries as EDK2 and GRUB do (atftp aborts when an OACK is sent again after a lost ACK 0).`,
     "",
     markdownTable(

@@ -136,8 +136,16 @@ export function serverSequence(root: string, mac: string): StormFile[] {
   });
 }
 
+/**
+ * Both servers run at this niceness (NETBOOT_STORM_SERVER_NICE, default -10) over the machines, which
+ * share this host's cores: in a real rack the machines are not on the server's cores, so a server that has
+ * work should not wait behind 200 clients' processes (on one core, that delayed RRQ answers by seconds).
+ */
+export const SERVER_NICE = Number(process.env.NETBOOT_STORM_SERVER_NICE ?? -10);
+
 function pinned(cores: string | undefined, argv: string[]): string[] {
-  return cores === undefined ? argv : ["taskset", "-c", cores, ...argv];
+  const niced = SERVER_NICE === 0 ? argv : ["nice", "-n", String(SERVER_NICE), ...argv];
+  return cores === undefined ? niced : ["taskset", "-c", cores, ...niced];
 }
 
 async function waitFor(child: ChildProcess, logFile: string, ready: (log: string) => boolean, what: string) {

@@ -71,9 +71,10 @@ export type PumpThreadsSetting = "auto" | number;
 
 /**
  * How many pump threads a setting means here: NETBOOT_TFTP_PUMP_THREADS overrides it (benchmarks, tests).
- * "auto" is one per core this process may run on (its affinity: taskset counts), and none on a single
- * core, where a thread cannot add throughput, only the switches to and from the loop (12% more server
- * CPU in a 100-machine storm pinned to one core, bench:storm).
+ * "auto" keeps the pump on the loop where the process may run on 1 or 2 cores (its affinity: taskset
+ * counts), and beyond that runs one thread per core but one (left to the loop and the DHCP intake). Why:
+ * on 2 cores, threads answered each ACK alone where the loop's io_uring batch answers many, and cost
+ * 1.1-1.4x the server CPU for no shorter storm (bench:storm, README "Pump threads").
  */
 export function pumpThreadsFor(
   setting: PumpThreadsSetting,
@@ -83,7 +84,7 @@ export function pumpThreadsFor(
   const override = env.NETBOOT_TFTP_PUMP_THREADS;
   const chosen =
     override !== undefined && override !== "" ? (override === "auto" ? "auto" : Number(override)) : setting;
-  if (chosen === "auto") return cores < 2 ? 0 : Math.min(cores, PUMP_THREADS_MAX);
+  if (chosen === "auto") return cores <= 2 ? 0 : Math.min(cores - 1, PUMP_THREADS_MAX);
   if (!Number.isInteger(chosen) || chosen < 0 || chosen > PUMP_THREADS_MAX)
     throw new Error(
       `NETBOOT_TFTP_PUMP_THREADS: ${override} is not "auto" or an integer 0..${PUMP_THREADS_MAX}`,

@@ -42,7 +42,7 @@ export interface TftpServerOptions {
   transport?: "native" | "dgram";
   /**
    * Native transport: threads that run the lockstep pump, each owning some transfers' sockets (0: on the
-   * event loop, batched through io_uring). Default "auto": one per core this process may use.
+   * event loop, batched through io_uring). Default "auto": on the loop up to 2 cores, else cores - 1.
    */
   pumpThreads?: PumpThreadsSetting;
   logger: Logger;

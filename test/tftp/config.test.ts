@@ -1,4 +1,3 @@
-import { availableParallelism } from "node:os";
 import { expect, test } from "vitest";
 import { pumpThreadsFor } from "../../src/tftp/channel.js";
 import { tftpConfigSchema, tftpServerOptionsFromConfig } from "../../src/tftp/config.js";
@@ -34,16 +33,14 @@ test("tftp config: defaults filled in, snake_case keys, unknown keys and bad val
   expect(tftpConfigSchema.safeParse({ root: "/x", pump_threads: "many" }).success).toBe(false);
 });
 
-test("pump threads: auto is the cores this process may use (none on one); the environment overrides, and is checked", () => {
-  expect(pumpThreadsFor("auto", {}, 2)).toBe(2);
+test("pump threads: auto is the cores this process may use (none on 1 or 2, else one per core but one); the environment overrides, and is checked", () => {
   expect(pumpThreadsFor("auto", {}, 1)).toBe(0);
+  expect(pumpThreadsFor("auto", {}, 2)).toBe(0);
+  expect(pumpThreadsFor("auto", {}, 8)).toBe(7);
   expect(pumpThreadsFor("auto", {}, 128)).toBe(64);
-  expect(pumpThreadsFor("auto", {})).toBe(
-    availableParallelism() < 2 ? 0 : Math.min(availableParallelism(), 64),
-  );
   expect(pumpThreadsFor(3, {})).toBe(3);
   expect(pumpThreadsFor(3, { NETBOOT_TFTP_PUMP_THREADS: "0" })).toBe(0);
-  expect(pumpThreadsFor(0, { NETBOOT_TFTP_PUMP_THREADS: "auto" }, 4)).toBe(4);
+  expect(pumpThreadsFor(0, { NETBOOT_TFTP_PUMP_THREADS: "auto" }, 4)).toBe(3);
   expect(() => pumpThreadsFor("auto", { NETBOOT_TFTP_PUMP_THREADS: "two" })).toThrow(
     /NETBOOT_TFTP_PUMP_THREADS: two/,
   );
