@@ -57,7 +57,7 @@ const LOSS_PERCENT = 20;
 /** The appliance's pump threads (tftp.pump_threads "auto": one per core the server is pinned to). */
 const PUMP_THREADS = process.env.NETBOOT_TFTP_PUMP_THREADS
   ? `NETBOOT_TFTP_PUMP_THREADS=${process.env.NETBOOT_TFTP_PUMP_THREADS}`
-  : "pump threads: one per core the server may use";
+  : 'tftp.pump_threads "auto": on the event loop up to 2 cores, else cores - 1 threads';
 /** Under loss every file is cut to this fraction: lockstep at a 1 s timeout loses ~0.5 s per block at 20%. */
 const LOSS_SCALE = 1 / 256;
 const LAB = process.env.NETBOOT_LAB_CACHE ?? "/var/cache/netboot-lab";
