@@ -15,7 +15,7 @@ import type { BootServerFactory } from "../qemu/boot-server.js";
 import { dnsmasqServer } from "../qemu/dnsmasq-server.js";
 import { type BootResult, labCacheDir, runBoot } from "../qemu/lab.js";
 import { packageRoot } from "../src/package-root.js";
-import { markdownTable, ratio } from "./lib/report.js";
+import { markdownTable, median, ratio } from "./lib/report.js";
 
 const REPEATS = Number(process.env.NETBOOT_BOOT_REPEATS ?? 3);
 const IMAGE = "debian12-x64-initramfs";
@@ -52,7 +52,6 @@ export function networkPhase(r: BootResult): Omit<Sample, "key" | "ok" | "marker
   return { firstDhcpMs, initrdDoneMs, networkMs };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 const sec = (ms: number | undefined) => (ms === undefined ? "n/a" : (ms / 1000).toFixed(1));
 
 async function main(): Promise<void> {

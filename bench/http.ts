@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { packageRoot } from "../src/package-root.js";
 import { monitorTree } from "./lib/proc.js";
-import { markdownTable, mib, ratio } from "./lib/report.js";
+import { markdownTable, median, mib, ratio } from "./lib/report.js";
 
 const run = promisify(execFile);
 const root = packageRoot();
@@ -33,7 +33,6 @@ interface Server {
   proc: ChildProcess;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? 0;
 const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] ?? 0;

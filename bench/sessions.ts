@@ -15,7 +15,7 @@ import { pino } from "pino";
 import { MachineRegistry } from "../src/machines/registry.js";
 import { MachineState } from "../src/machines/state.js";
 import { packageRoot } from "../src/package-root.js";
-import { markdownTable, ratio } from "./lib/report.js";
+import { markdownTable, median, ratio } from "./lib/report.js";
 import { writeMachineScript } from "./lib/storm-machine.js";
 import { createStormNet, STORM_SERVER_ADDRESS } from "./lib/storm-net.js";
 import { runStorm } from "./lib/storm-run.js";
@@ -25,7 +25,6 @@ const MACHINES = 10_000;
 const REPEATS = Number(process.env.NETBOOT_SESSIONS_REPEATS ?? 3);
 const STORM = 20;
 const LAB = process.env.NETBOOT_LAB_CACHE ?? "/var/cache/netboot-lab";
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? 0;
 
 const mac = (i: number) =>
   `52:54:01:${((i >> 16) & 0xff).toString(16).padStart(2, "0")}:${((i >> 8) & 0xff).toString(16).padStart(2, "0")}:${(i & 0xff).toString(16).padStart(2, "0")}`;

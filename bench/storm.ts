@@ -28,7 +28,7 @@ import {
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { packageRoot } from "../src/package-root.js";
-import { markdownTable, mib, ratio } from "./lib/report.js";
+import { markdownTable, median, mib, ratio } from "./lib/report.js";
 import { type StormTftpClient, writeMachineScript } from "./lib/storm-machine.js";
 import { createStormNet, FLOOD_ADDRESS, STORM_SERVER_ADDRESS, type StormNet } from "./lib/storm-net.js";
 import { runStorm, type StormResult } from "./lib/storm-run.js";
@@ -75,8 +75,6 @@ interface Variant {
   flood: boolean;
   repeats: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? 0;
 
 /** The first bytes of each file (at least 4 KiB, so loaders keep their PE headers). */
 function scaledInputs(dir: string): StormInputs {
@@ -216,7 +214,7 @@ async function main(): Promise<void> {
           const res = await storm(name, v, setup, net, join(work, v.loss ? "scaled" : "real"));
           results[v.label]?.[name].push(res);
           console.log(
-            `${v.label} ${name} #${r + 1}: ${res.wallS.toFixed(1)} s, failed ${res.failed}, cpu ${res.serverCpuS.toFixed(1)} s, retransmits ${res.retransmits}, receive drops ${res.receiveDrops}, rss ${mib(res.peakRssBytes)} MiB${
+            `${v.label} ${name} #${r + 1}: ${res.wallS.toFixed(1)} s, failed ${res.failed}, cpu ${res.serverCpuS.toFixed(1)} s (sys ${res.serverSysS.toFixed(1)}), retransmits ${res.retransmits}, receive drops ${res.receiveDrops}, rss ${mib(res.peakRssBytes)} MiB${
               Object.keys(res.serverThreadCpuS).length > 1
                 ? ` (threads: ${Object.entries(res.serverThreadCpuS)
                     .map(([n, s]) => `${n} ${s.toFixed(1)}`)
@@ -260,6 +258,7 @@ function report(
         failed: per[name].reduce((n, r) => n + r.failed, 0),
         retransmits: m(name, (r) => r.retransmits),
         serverCpuS: m(name, (r) => r.serverCpuS),
+        serverSysS: m(name, (r) => r.serverSysS),
         peakRssMiB: Number(mib(m(name, (r) => r.peakRssBytes ?? 0))),
         ...(flood
           ? { floodSentPerS: Math.round(flood.sentPerS), floodAnsweredPerS: Math.round(flood.answeredPerS) }
@@ -274,6 +273,7 @@ function report(
         row.failed,
         row.retransmits,
         row.serverCpuS.toFixed(1),
+        row.serverSysS.toFixed(1),
         row.peakRssMiB,
         flood ? `${row.floodSentPerS}/s sent, ${row.floodAnsweredPerS}/s answered` : "",
       ]);
@@ -291,6 +291,10 @@ function report(
       ratio(
         m("appliance", (r) => r.serverCpuS),
         m("dnsmasq", (r) => r.serverCpuS),
+      ),
+      ratio(
+        m("appliance", (r) => r.serverSysS),
+        m("dnsmasq", (r) => r.serverSysS),
       ),
       "",
       "",
@@ -322,7 +326,7 @@ function report(
     "",
     `${meta.cpu} · ${meta.cores} cores, shared by the server and all clients · ${meta.dnsmasq} · ${(bytesPerBoot / 1e6).toFixed(1)} MB per boot (shim, GRUB, two configs, kernel, initrd) · load average ${meta.loadavg1mBefore} before, ${meta.loadavg1mAfter} after`,
     "",
-    "Each machine: udhcpc (option 93 = 7), a tsize probe, shim at blksize 1468 windowsize 4, GRUB at 512 windowsize 4, grub.cfg and its own config, kernel and initrd at 1024 in lockstep (atftp). Time: until the last machine has its initrd. CPU: the server's utime + stime over the storm. Retransmits: server datagrams beyond a loss-free storm's, counted by nftables. Medians of the runs; runs of the two servers interleaved.",
+    "Each machine: udhcpc (option 93 = 7), a tsize probe, shim at blksize 1468 windowsize 4, GRUB at 512 windowsize 4, grub.cfg and its own config, kernel and initrd at 1024 in lockstep (atftp). Time: until the last machine has its initrd. CPU: the server's utime + stime over the storm. Retransmits: server datagrams beyond a loss-free storm's, counted by nftables. Medians of the runs (of two: their mean); runs of the two servers interleaved; every run is in storm.json.",
     `Both servers run at nice ${SERVER_NICE} over the machines' processes (they share this host's cores; a real rack's machines do not).`,
     `Loss rows: ${LOSS_PERCENT}% of frames dropped each way on every machine's bridge port, every file cut to 1/${1 / LOSS_SCALE} of its size (lockstep at a 1 s timeout would take hours for the real initrd), fetched by bench/lib/firmware-tftp.ts, which retries as EDK2 and GRUB do (atftp aborts when an OACK is sent again after a lost ACK 0).`,
     "",
@@ -335,6 +339,7 @@ function report(
         "failed boots",
         "retransmits",
         "server CPU (s)",
+        "of which kernel (s)",
         "peak RSS (MiB)",
         "flood",
       ],

@@ -16,7 +16,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createNsPair, type NsPair } from "./lib/netns.js";
 import { cpuSeconds, monitorTree, peakRss, processTree } from "./lib/proc.js";
-import { markdownTable, mib, ratio } from "./lib/report.js";
+import { markdownTable, median, mib, ratio } from "./lib/report.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
@@ -229,14 +229,6 @@ async function fetchOnce(
   if (code !== 0)
     throw new Error(`${s.name} ${path.name} blksize ${blksize} windowsize ${windowsize}: atftp exit ${code}`);
   return { secs, cpu };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
 /**

@@ -25,6 +25,8 @@ interface StatFields {
   ppid: number;
   /** Own user+system CPU seconds. */
   cpu: number;
+  /** Own system CPU seconds (stime: the kernel's work on the process's behalf). */
+  sys: number;
   /** CPU seconds of children already waited for. */
   childCpu: number;
 }
@@ -35,7 +37,12 @@ function readStat(pid: number): StatFields | undefined {
     // Fields after the command name, which is in parentheses and may contain spaces.
     const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
     const num = (i: number) => Number(rest[i - 3]);
-    return { ppid: num(4), cpu: (num(14) + num(15)) / CLK_TCK, childCpu: (num(16) + num(17)) / CLK_TCK };
+    return {
+      ppid: num(4),
+      cpu: (num(14) + num(15)) / CLK_TCK,
+      sys: num(15) / CLK_TCK,
+      childCpu: (num(16) + num(17)) / CLK_TCK,
+    };
   } catch {
     return undefined;
   }
@@ -45,6 +52,11 @@ function readStat(pid: number): StatFields | undefined {
 export function cpuSeconds(pid: number): number {
   const st = readStat(pid);
   return st ? st.cpu + st.childCpu : 0;
+}
+
+/** System CPU seconds (stime) of the process alone, children not counted. */
+export function systemCpuSeconds(pid: number): number {
+  return readStat(pid)?.sys ?? 0;
 }
 
 /**

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { packageRoot } from "../../src/package-root.js";
-import { cpuSeconds, peakRss, threadCpuDelta, threadCpuSeconds } from "./proc.js";
+import { cpuSeconds, peakRss, systemCpuSeconds, threadCpuDelta, threadCpuSeconds } from "./proc.js";
 import { minimumPackets, type StormFile } from "./storm-machine.js";
 import { FLOOD_ADDRESS, STORM_SERVER_ADDRESS, type StormNet } from "./storm-net.js";
 import type { RunningServer } from "./storm-servers.js";
@@ -27,6 +27,8 @@ export interface StormResult {
   /** Server datagrams beyond what a loss-free storm needs (OACKs and DATA sent again). */
   retransmits: number;
   serverCpuS: number;
+  /** Of serverCpuS, the kernel's part (stime): system calls and the network stack they run. */
+  serverSysS: number;
   /** The server's CPU seconds over the storm by thread name (single-threaded servers: one entry). */
   serverThreadCpuS: Record<string, number>;
   /** Datagrams the kernel dropped at the server's full receive buffers during the storm. */
@@ -153,11 +155,13 @@ export async function runStorm(opts: StormOptions): Promise<StormResult> {
     net.resetCounters();
     const drops0 = net.serverReceiveBufferDrops();
     const cpu0 = cpuSeconds(server.pid);
+    const sys0 = systemCpuSeconds(server.pid);
     const threads0 = threadCpuSeconds(server.pid);
     const t0 = process.hrtime.bigint();
     const machines = await Promise.all(net.machines.map((_, i) => runMachine(net, i, opts)));
     const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
     const serverCpuS = cpuSeconds(server.pid) - cpu0;
+    const serverSysS = systemCpuSeconds(server.pid) - sys0;
     const serverThreadCpuS = threadCpuDelta(threads0, threadCpuSeconds(server.pid));
     const sent = net.serverSent();
     const receiveDrops = net.serverReceiveBufferDrops() - drops0;
@@ -171,6 +175,7 @@ export async function runStorm(opts: StormOptions): Promise<StormResult> {
       failures,
       retransmits: Math.max(0, sent.other - expected),
       serverCpuS,
+      serverSysS,
       serverThreadCpuS,
       receiveDrops,
       peakRssBytes: peakRss(server.pid),
