@@ -5,9 +5,8 @@
  * node:dgram each received datagram builds a Buffer and an rinfo object and crosses into JS, and each
  * send goes through argument checks and a request object: about 8-10 us more per block than tftpd-hpa
  * spends in C, which made our lockstep throughput 0.8-0.95x of tftpd-hpa's (bench/results/tftp.md).
- * The pump answers the one ACK it expects (of the last block sent) by sending the next ready-made DATA
- * packet, or the next window of them (RFC 7440 windowsize, up to 64: GRUB asks for 4), here, without
- * entering JS. Everything else (OACK, ERROR, a duplicate or out-of-window ACK,
+ * The pump answers the one ACK it expects (the last block sent) by sending the next ready-made DATA
+ * packet, here, without entering JS. Everything else (OACK, ERROR, a duplicate or out-of-window ACK,
  * the end of the prepared packets, timeouts) goes to the TypeScript transfer, which owns the protocol.
  *
  *   new UdpChannel(family 4|6, address, port)   socket(2) non-blocking with SO_REUSEADDR, bind(2)
@@ -18,16 +17,14 @@
  *                                               onAdvance(firstBlock) when the pump moved on to the
  *                                               queued chunk (called after that chunk's first send)
  *   .send(buffer) -> 0 | -errno                 one send(2), never blocks (EAGAIN counts as a loss)
- *   .arm(packets, firstBlock, lastBlock, lastSent, windowsize = 1)
- *                                               pump: on ACK (lastSent & 0xffff) send the next window,
- *                                               packets[lastSent + 1 - firstBlock] on, up to windowsize of
- *                                               them and lastBlock, when all of it is prepared
+ *   .arm(packets, firstBlock, lastBlock, lastSent)
+ *                                               pump: on ACK (lastSent & 0xffff) send packets[lastSent +
+ *                                               1 - firstBlock] while there is one and lastSent < lastBlock
  *   .queue(packets, firstBlock)                 the chunk that follows the armed one: the pump goes on
  *                                               into it without stopping at the chunk's end
  *   .disarm()
  *   .pending()                                  whether a datagram waits unread: in the socket (FIONREAD), or
  *                                               read by a pump thread and not yet handed to JS
- *   .windowFirst()                              the first block of the pump's last window (not yet ACKed)
  *   .lastSent() / .lastProgress()               the pump's last block sent, and when (uv_hrtime in ms,
  *                                             the clock of process.hrtime)
  *   .close()                                    stops polling and closes the socket (idempotent)
@@ -76,8 +73,6 @@ typedef struct {
 
 /* Ready channels handled in one pair of submits (the ring has this many entries). */
 #define BATCH_MAX 256
-/* The largest window the pump sends (RFC 7440 windowsize); larger windows stay with JS. */
-#define NBDH_PUMP_WINDOW_MAX 64
 
 struct channel;
 
@@ -110,7 +105,7 @@ typedef struct channel {
   nbdh_member_t member;
   pthread_mutex_t mu;
   int undelivered; /* datagrams posted to the loop and not yet dispatched: still waiting, as in the socket */
-  chunk_t passed; /* the chunk the pump moved past, until its packets are sent (then released or posted) */
+  chunk_t *retired; /* the chunk the pump thread moved past, until it is posted to the loop */
   uv_poll_t poll;
   batcher_t *batch; /* NULL: read and answer at once */
   int queued;       /* in batch->ready */
@@ -130,8 +125,6 @@ typedef struct channel {
   chunk_t next;
   int64_t last_block;
   int64_t last_sent;
-  int64_t window_first; /* the first block of the window the pump last sent: the first not yet acknowledged */
-  uint32_t window;      /* packets per window (RFC 7440 windowsize; 1: lockstep) */
   double last_progress;
   uint8_t buf[RECV_BUFFER];
 } channel_t;
@@ -176,7 +169,6 @@ static void release_packets(channel_t *ch) {
   ch->armed = 0;
   chunk_release(ch->env, &ch->cur);
   chunk_release(ch->env, &ch->next);
-  chunk_release(ch->env, &ch->passed);
 }
 
 /* Calls a JS callback from the loop (not from JS): a handle scope, and make_callback for the async context. */
@@ -197,54 +189,41 @@ static void call_js(channel_t *ch, napi_ref fn, size_t argc, napi_value *argv) {
 }
 
 /*
- * The pump: the ACK of the whole window last sent (of last_sent: in lockstep, the one block) sends the next
- * window, up to `window` packets, moving into the queued chunk where the window reaches past the current
- * one. Takes the ACK only when every packet of that window is prepared, so a window is never cut short
- * (the client would wait out its timeout for the rest). Fills out/out_len with the packets to send and
- * returns how many (0: the datagram is not for the pump); *moved tells that it moved into the queued chunk
- * (JS is told, to read the chunk after). The chunk moved past waits in ch->passed until the caller has sent
- * the window (which may still use its packets): then the loop releases it, or a pump thread posts it.
+ * The pump: the expected ACK sends the next prepared packet, moving into the queued chunk at the end of
+ * the current one. Returns 0 when the datagram is not for it, 1 when it sent, 2 when it sent the first
+ * packet of the queued chunk (JS is told, to read the chunk after).
  */
-static unsigned pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t **out, size_t *out_len, int *moved) {
-  *moved = 0;
+static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t **out, size_t *out_len, chunk_t *retired) {
   if (!ch->armed || n < 4 || p[0] != 0 || p[1] != 4) return 0;
   uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
   if (block != (uint16_t)(ch->last_sent & 0xffff)) return 0;
-  int64_t first = ch->last_sent + 1;
-  if (first > ch->last_block) return 0;
-  int64_t last = first + ch->window - 1;
-  if (last > ch->last_block) last = ch->last_block;
-  int64_t cur_end = ch->cur.first + (int64_t)ch->cur.count; /* one past the current chunk */
-  int has_next = ch->next.ref != NULL && ch->next.first == cur_end;
-  int64_t avail_end = has_next ? cur_end + (int64_t)ch->next.count : cur_end;
-  if (first < ch->cur.first || last >= avail_end) return 0;
-  unsigned count = 0;
-  for (int64_t b = first; b <= last; b++, count++) {
-    const chunk_t *c = b < cur_end ? &ch->cur : &ch->next;
-    uint32_t i = (uint32_t)(b - c->first);
-    out[count] = c->data[i];
-    out_len[count] = c->len[i];
-  }
-  if (last >= cur_end) {
-    ch->passed = ch->cur;
+  int64_t want = ch->last_sent + 1;
+  if (want > ch->last_block) return 0;
+  int moved = 0;
+  if (want - ch->cur.first >= (int64_t)ch->cur.count && ch->next.ref != NULL && ch->next.first == want) {
+    /* A pump thread may not touch JS references: the loop releases the chunk it hands back. */
+    if (retired != NULL) *retired = ch->cur;
+    else chunk_release(ch->env, &ch->cur);
     ch->cur = ch->next;
     memset(&ch->next, 0, sizeof ch->next);
-    *moved = 1;
+    moved = 1;
   }
-  ch->window_first = first;
-  ch->last_sent = last;
+  if (want < ch->cur.first || want - ch->cur.first >= (int64_t)ch->cur.count) return 0;
+  uint32_t i = (uint32_t)(want - ch->cur.first);
+  *out = ch->cur.data[i];
+  *out_len = ch->cur.len[i];
+  ch->last_sent = want;
   ch->last_progress = (double)uv_hrtime() / 1e6;
-  return count;
+  return moved ? 2 : 1;
 }
 
-static void pump(channel_t *ch, const uint8_t *p, ssize_t n, int *took, int *moved) {
-  const uint8_t *packets[NBDH_PUMP_WINDOW_MAX];
-  size_t lens[NBDH_PUMP_WINDOW_MAX];
-  unsigned count = pump_take(ch, p, n, packets, lens, moved);
+static int pump(channel_t *ch, const uint8_t *p, ssize_t n) {
+  const uint8_t *packet;
+  size_t len;
+  int took = pump_take(ch, p, n, &packet, &len, NULL);
   /* A failed send (ENOBUFS, EAGAIN) is a loss: the transfer's timeout sends the block again. */
-  for (unsigned i = 0; i < count; i++) (void)send(ch->fd, packets[i], lens[i], MSG_DONTWAIT);
-  chunk_release(ch->env, &ch->passed);
-  *took = count > 0;
+  if (took) (void)send(ch->fd, packet, len, MSG_DONTWAIT);
+  return took;
 }
 
 static void deliver(channel_t *ch, const uint8_t *p, ssize_t n, int64_t last_sent) {
@@ -275,17 +254,15 @@ static void read_now(channel_t *ch) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       continue;
     }
-    int took, moved;
-    pump(ch, ch->buf, n, &took, &moved);
-    if (moved) advanced(ch, ch->cur.first);
-    else if (!took) deliver(ch, ch->buf, n, ch->last_sent);
+    int took = pump(ch, ch->buf, n);
+    if (took == 2) advanced(ch, ch->cur.first);
+    else if (took == 0) deliver(ch, ch->buf, n, ch->last_sent);
   }
 }
 
 static void note_received(uint64_t user_data, int32_t res, void *ctx) {
   (void)ctx;
-  /* 0: a send's completion left over from a failed submit, not a read */
-  if (user_data != 0) ((channel_t *)(uintptr_t)user_data)->received = res;
+  ((channel_t *)(uintptr_t)user_data)->received = res;
 }
 
 static void note_sent(uint64_t user_data, int32_t res, void *ctx) {
@@ -312,22 +289,27 @@ static void post(channel_t *ch, int kind, int64_t value, void *data, size_t len)
   nbdh_pool_post(ch->pool, ev);
 }
 
-/* What the pump took from one received datagram (the packets to send), and what the loop must hear of it. */
-static unsigned pump_take_noting(channel_t *ch, ssize_t n, const uint8_t **packets, size_t *lens) {
-  int moved;
-  unsigned count = pump_take(ch, ch->buf, n, packets, lens, &moved);
-  ch->action = moved ? ACT_ADVANCED : count == 0 ? ACT_DELIVER : ACT_NONE;
-  return count;
+/* What the pump took from one received datagram, on its thread: the answer is sent by the caller. */
+static int thread_take(channel_t *ch, ssize_t n, const uint8_t **packet, size_t *len) {
+  chunk_t retired;
+  memset(&retired, 0, sizeof retired);
+  int took = pump_take(ch, ch->buf, n, packet, len, &retired);
+  if (took == 2) {
+    chunk_t *old = malloc(sizeof *old);
+    if (old != NULL) *old = retired; /* else its reference leaks: never freed under a sender */
+    ch->action = ACT_ADVANCED;
+    ch->retired = old;
+  } else if (took == 0) {
+    ch->action = ACT_DELIVER;
+  }
+  return took;
 }
 
-/* Posts what pump_take_noting left for the loop; after the window is sent, so JS never races a send. */
+/* Posts what thread_take left for the loop; after the answers are sent, so JS never races a send. */
 static void thread_post(channel_t *ch, ssize_t n) {
   if (ch->action == ACT_ADVANCED) {
-    /* A pump thread may not touch JS references: the loop releases the chunk moved past. */
-    chunk_t *old = malloc(sizeof *old);
-    if (old != NULL) *old = ch->passed; /* else its reference leaks: never freed under a sender */
-    memset(&ch->passed, 0, sizeof ch->passed);
-    post(ch, EV_ADVANCED, ch->cur.first, old, sizeof(chunk_t));
+    post(ch, EV_ADVANCED, ch->cur.first, ch->retired, sizeof(chunk_t));
+    ch->retired = NULL;
   } else if (ch->action == ACT_DELIVER) {
     uint8_t *copy = malloc((size_t)n ? (size_t)n : 1);
     if (copy != NULL) {
@@ -349,29 +331,12 @@ static void thread_serve(channel_t *ch) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       continue; /* ECONNREFUSED (an ICMP error, now cleared): the timeout deals with it */
     }
-    const uint8_t *packets[NBDH_PUMP_WINDOW_MAX];
-    size_t lens[NBDH_PUMP_WINDOW_MAX];
-    unsigned count = pump_take_noting(ch, n, packets, lens);
-    for (unsigned k = 0; k < count; k++) (void)send(ch->fd, packets[k], lens[k], MSG_DONTWAIT); /* a failed send is a loss */
+    const uint8_t *packet;
+    size_t len;
+    if (thread_take(ch, n, &packet, &len)) (void)send(ch->fd, packet, len, MSG_DONTWAIT); /* a failed send is a loss */
     thread_post(ch, n);
   }
   pthread_mutex_unlock(&ch->mu);
-}
-
-/*
- * Adds a SEND of the pump's to the batch; when the ring is full (windows of many packets), sends what is
- * queued first. A send that still finds no room is a loss: the transfer's timeout sends it again.
- */
-static void queue_send(nbdh_ring_t *ring, int fd, const uint8_t *packet, size_t len, unsigned *sends) {
-  struct io_uring_sqe *sqe = nbdh_ring_sqe(ring);
-  if (sqe == NULL && *sends > 0) {
-    if (nbdh_ring_submit(ring, *sends) >= 0) nbdh_ring_reap(ring, note_sent, NULL);
-    *sends = 0;
-    sqe = nbdh_ring_sqe(ring);
-  }
-  if (sqe == NULL) return;
-  nbdh_ring_prep(sqe, IORING_OP_SEND, fd, packet, len, MSG_DONTWAIT, 0);
-  (*sends)++;
 }
 
 /* A pump thread's io_uring (as the loop's batcher): NULL when off or refused. */
@@ -432,10 +397,13 @@ static void thread_ready(void **members, int count, void *local) {
   for (int i = 0; i < count; i++) {
     channel_t *ch = chs[i];
     if (ch->received < 0 || ch->closed) continue;
-    const uint8_t *packets[NBDH_PUMP_WINDOW_MAX];
-    size_t lens[NBDH_PUMP_WINDOW_MAX];
-    unsigned n = pump_take_noting(ch, ch->received, packets, lens);
-    for (unsigned k = 0; k < n; k++) queue_send(&r->ring, ch->fd, packets[k], lens[k], &sends);
+    const uint8_t *packet;
+    size_t len;
+    if (thread_take(ch, ch->received, &packet, &len) == 0) continue;
+    struct io_uring_sqe *sqe = nbdh_ring_sqe(&r->ring);
+    if (sqe == NULL) continue; /* a loss: the transfer's timeout sends it again */
+    nbdh_ring_prep(sqe, IORING_OP_SEND, ch->fd, packet, len, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
+    sends++;
   }
   if (sends > 0 && nbdh_ring_submit(&r->ring, sends) >= 0) nbdh_ring_reap(&r->ring, note_sent, NULL);
   for (int i = 0; i < count; i++) {
@@ -495,17 +463,25 @@ static void flush_some(batcher_t *b, channel_t **chs, size_t k) {
   for (size_t i = 0; i < k; i++) {
     channel_t *ch = chs[i];
     if (ch->received < 0 || ch->closed) continue;
-    const uint8_t *packets[NBDH_PUMP_WINDOW_MAX];
-    size_t lens[NBDH_PUMP_WINDOW_MAX];
-    unsigned n = pump_take_noting(ch, ch->received, packets, lens);
-    for (unsigned j = 0; j < n; j++) queue_send(&b->ring, ch->fd, packets[j], lens[j], &sends);
+    const uint8_t *packet;
+    size_t len;
+    int took = pump_take(ch, ch->buf, ch->received, &packet, &len, NULL);
+    if (took == 0) {
+      ch->action = ACT_DELIVER;
+      continue;
+    }
+    struct io_uring_sqe *sqe = nbdh_ring_sqe(&b->ring);
+    if (sqe != NULL) {
+      nbdh_ring_prep(sqe, IORING_OP_SEND, ch->fd, packet, len, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
+      sends++;
+    }
+    if (took == 2) ch->action = ACT_ADVANCED;
   }
   if (sends > 0 && nbdh_ring_submit(&b->ring, sends) >= 0) nbdh_ring_reap(&b->ring, note_sent, NULL);
   /* JS last: it may close, re-arm or send on any channel, and every batched send is already done. */
   for (size_t i = 0; i < k; i++) {
     channel_t *ch = chs[i];
     if (ch->closed) continue;
-    chunk_release(ch->env, &ch->passed); /* its packets are sent */
     if (ch->action == ACT_DELIVER) deliver(ch, ch->buf, ch->received, ch->last_sent);
     else if (ch->action == ACT_ADVANCED) advanced(ch, ch->cur.first);
     ch->action = ACT_NONE;
@@ -663,8 +639,6 @@ static void finalize(napi_env env, void *data, void *hint) {
   free(ch->cur.len);
   free(ch->next.data);
   free(ch->next.len);
-  free(ch->passed.data);
-  free(ch->passed.len);
   pthread_mutex_destroy(&ch->mu);
   free(ch);
 }
@@ -875,17 +849,14 @@ static int chunk_from_array(napi_env env, napi_value array, int64_t first, chunk
 }
 
 static napi_value channel_arm(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 4;
+  napi_value argv[4];
   channel_t *ch = unwrap_this(env, info, &argc, argv);
   if (ch == NULL) return NULL;
   int64_t first = 0, last = 0, sent = 0;
-  uint32_t window = 1;
   if (argc < 4 || napi_get_value_int64(env, argv[1], &first) != napi_ok || napi_get_value_int64(env, argv[2], &last) != napi_ok ||
-      napi_get_value_int64(env, argv[3], &sent) != napi_ok ||
-      (argc >= 5 && (napi_get_value_uint32(env, argv[4], &window) != napi_ok || window < 1 || window > NBDH_PUMP_WINDOW_MAX))) {
-    napi_throw_type_error(env, NULL,
-                          "arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number, windowsize?: 1..64)");
+      napi_get_value_int64(env, argv[3], &sent) != napi_ok) {
+    napi_throw_type_error(env, NULL, "arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number)");
     return NULL;
   }
   chunk_t c;
@@ -895,8 +866,6 @@ static napi_value channel_arm(napi_env env, napi_callback_info info) {
   ch->cur = c;
   ch->last_block = last;
   ch->last_sent = sent;
-  ch->window_first = sent;
-  ch->window = window;
   ch->armed = 1;
   pthread_mutex_unlock(&ch->mu);
   return NULL;
@@ -959,18 +928,6 @@ static napi_value channel_last_sent(napi_env env, napi_callback_info info) {
   return v;
 }
 
-static napi_value channel_window_first(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  channel_t *ch = unwrap_this(env, info, &argc, NULL);
-  if (ch == NULL) return NULL;
-  pthread_mutex_lock(&ch->mu);
-  int64_t first = ch->window_first;
-  pthread_mutex_unlock(&ch->mu);
-  napi_value v;
-  napi_create_int64(env, first, &v);
-  return v;
-}
-
 static napi_value channel_last_progress(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
@@ -1015,7 +972,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"queue", NULL, channel_queue, NULL, NULL, NULL, napi_default, NULL},
       {"disarm", NULL, channel_disarm, NULL, NULL, NULL, napi_default, NULL},
       {"lastSent", NULL, channel_last_sent, NULL, NULL, NULL, napi_default, NULL},
-      {"windowFirst", NULL, channel_window_first, NULL, NULL, NULL, napi_default, NULL},
       {"pending", NULL, channel_pending, NULL, NULL, NULL, napi_default, NULL},
       {"lastProgress", NULL, channel_last_progress, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, channel_close, NULL, NULL, NULL, napi_default, NULL},

@@ -3,29 +3,20 @@
  *   - native (native/nbdh_udp.c): a socket polled by Node's libuv loop whose lockstep pump answers the
  *     expected ACK with the next prepared DATA packet without entering JS (the default);
  *   - dgram: node:dgram, when the addon is not built or is turned off.
- * The transfer (transfer.ts) owns the protocol either way; the pump only repeats "ACK of the window, send
- * the next window" (windowsize 1: "ACK n, send n+1").
+ * The transfer (transfer.ts) owns the protocol either way; the pump only repeats "ACK n, send n+1".
  */
 import { createSocket, type Socket } from "node:dgram";
 import { availableParallelism } from "node:os";
 import { loadAddon } from "../native.js";
 
-/** The largest windowsize the pump sends by itself; a transfer with a larger window answers in JS. */
-export const PUMP_WINDOW_MAX = 64;
-
-/**
- * Answers the ACK of `lastSent` with the next window of `packets` (up to `windowsize`, 1 in lockstep)
- * while it has all of it prepared; see native/nbdh_udp.c.
- */
+/** Answers the ACK of `lastSent` with the next of `packets` while it has one; see native/nbdh_udp.c. */
 export interface LockstepPump {
-  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number, windowsize: number): void;
+  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number): void;
   /** The chunk after the armed one; the pump reports moving into it through start's onAdvance. */
   queue(packets: Buffer[], firstBlock: number): void;
   disarm(): void;
   /** The last block the pump (or arm) sent. */
   lastSent(): number;
-  /** The first block of the window the pump last sent: the first the client has not acknowledged. */
-  windowFirst(): number;
   /** When the pump last sent, in milliseconds of `hrtimeMs()`. */
   lastProgressMs(): number;
 }
@@ -60,11 +51,10 @@ interface NativeUdpChannel {
   connect(address: string, port: number): void;
   start(onPacket: (packet: Buffer, lastSent: number) => void, onAdvance: (firstBlock: number) => void): void;
   send(packet: Buffer): number;
-  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number, windowsize: number): void;
+  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number): void;
   queue(packets: Buffer[], firstBlock: number): void;
   disarm(): void;
   lastSent(): number;
-  windowFirst(): number;
   lastProgress(): number;
   pending(): boolean;
   close(): void;
@@ -137,12 +127,10 @@ export function openNativeChannel(family: 4 | 6, address: string, port = 0): Tra
   const { UdpChannel } = loadAddon<NativeUdpAddon>("nbdh_udp");
   const ch = new UdpChannel(family, address, port);
   const pump: LockstepPump = {
-    arm: (packets, firstBlock, lastBlock, lastSent, windowsize) =>
-      ch.arm(packets, firstBlock, lastBlock, lastSent, windowsize),
+    arm: (packets, firstBlock, lastBlock, lastSent) => ch.arm(packets, firstBlock, lastBlock, lastSent),
     queue: (packets, firstBlock) => ch.queue(packets, firstBlock),
     disarm: () => ch.disarm(),
     lastSent: () => ch.lastSent(),
-    windowFirst: () => ch.windowFirst(),
     lastProgressMs: () => ch.lastProgress(),
   };
   return {

@@ -1,13 +1,12 @@
 /**
  * One read transfer on its own socket (the server's transfer ID, RFC 1350): optional OACK, then DATA in
  * windows (RFC 7440, windowsize 1 is classic lockstep), retransmission on timeout only.
- * A channel with a pump (channel.ts) answers the expected ACKs (of each whole window; in lockstep, of each
- * block) of a prepared chunk by itself; this class hands it each chunk, takes back whatever else arrives,
- * and reads the pump's progress.
+ * In lockstep, a channel with a pump (channel.ts) answers the expected ACKs of a prepared chunk by itself;
+ * this class hands it each chunk, takes back whatever else arrives, and reads the pump's progress.
  */
 import type { RemoteInfo, Socket } from "node:dgram";
 import type { BlockSource } from "../files/sources.js";
-import { hrtimeMs, type LockstepPump, PUMP_WINDOW_MAX, type TransferChannel } from "./channel.js";
+import { hrtimeMs, type LockstepPump, type TransferChannel } from "./channel.js";
 import { decodePacket, ErrorCode, encodeError, encodeOack, Opcode } from "./packet.js";
 import type { TftpTransferRecord } from "./provider.js";
 
@@ -85,7 +84,7 @@ export class Transfer {
   /** This try's timeout found the client's answer waiting and was put off once (onTimeout). */
   private deferredTimeout = false;
   private oackPacket: Buffer | undefined;
-  /** The channel's pump, for windows up to PUMP_WINDOW_MAX. */
+  /** The channel's pump, used in lockstep only. */
   private readonly pump: LockstepPump | undefined;
   private resolveDone!: (r: TransferResult) => void;
   readonly done: Promise<TransferResult>;
@@ -101,7 +100,7 @@ export class Transfer {
     private readonly settings: TransferSettings,
   ) {
     this.lastBlock = Math.floor(source.size / settings.blksize) + 1;
-    this.pump = settings.windowsize <= PUMP_WINDOW_MAX ? channel.pump : undefined;
+    this.pump = settings.windowsize === 1 ? channel.pump : undefined;
     this.chunkBlocks = Math.max(1, Math.floor(CHUNK_TARGET_BYTES / settings.blksize));
     this.done = new Promise((resolve) => {
       this.resolveDone = resolve;
@@ -153,15 +152,14 @@ export class Transfer {
   }
 
   /**
-   * Takes over what the pump sent since this class last looked: the pump sends a window on the ACK of
-   * the whole previous one, so its last window's first block is the first not yet acknowledged. Returns
-   * whether it had progressed.
+   * Takes over what the pump sent since this class last looked: the pump sends block n+1 on the ACK of
+   * n, so its last block sent is the first not yet acknowledged. Returns whether it had progressed.
    */
   private syncPump(): boolean {
     if (this.pump === undefined || this.phase !== "data") return false;
     const lastSent = this.pump.lastSent();
     if (lastSent <= this.sentUpTo) return false;
-    this.base = this.pump.windowFirst();
+    this.base = lastSent;
     this.sentUpTo = lastSent;
     return true;
   }
@@ -277,7 +275,7 @@ export class Transfer {
     this.timer?.refresh();
     if (this.pump && this.tries === 0) {
       // The pump answers the ACKs from here on, into the next chunk once it is read and queued.
-      this.pump.arm(this.packets, this.chunkFirst, this.lastBlock, end, this.settings.windowsize);
+      this.pump.arm(this.packets, this.chunkFirst, this.lastBlock, end);
       this.pumpArmed = true;
       this.queued = undefined;
       this.readAhead(this.chunkFirst + this.packets.length);

@@ -1,5 +1,5 @@
 /**
- * The native transfer channel and its pump (lockstep and windowed), driven over loopback by a plain dgram client: one
+ * The native transfer channel and its lockstep pump, driven over loopback by a plain dgram client: one
  * suite for both owners of the socket (the event loop, or a pump thread; the process's first
  * useNativePumpThreads call decides which).
  */
@@ -66,7 +66,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     test("send reaches the connected client; the pump answers the expected ACKs without JS", async () => {
       const chunk = packets(1, 3);
       channel.send(chunk[0] as Buffer);
-      channel.pump?.arm(chunk, 1, 10, 1, 1);
+      channel.pump?.arm(chunk, 1, 10, 1);
       expect(payloadBlock(await nextFromServer())).toBe(1);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
@@ -83,7 +83,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
 
     test("a duplicate or earlier ACK and any other packet go to JS, never to a send", async () => {
       const chunk = packets(1, 5);
-      channel.pump?.arm(chunk, 1, 5, 2, 1);
+      channel.pump?.arm(chunk, 1, 5, 2);
       ack(1); // duplicate of an earlier block
       client.send(encodeError(8, "probe"), channel.port, "127.0.0.1");
       client.send(Buffer.from([0, 4]), channel.port, "127.0.0.1"); // truncated ACK
@@ -94,7 +94,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("stops at the transfer's last block even with packets left", async () => {
-      channel.pump?.arm(packets(1, 4), 1, 2, 1, 1);
+      channel.pump?.arm(packets(1, 4), 1, 2, 1);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
       ack(2);
@@ -104,7 +104,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("goes on into the queued chunk and reports it once", async () => {
-      channel.pump?.arm(packets(1, 2), 1, 100, 1, 1);
+      channel.pump?.arm(packets(1, 2), 1, 100, 1);
       channel.pump?.queue(packets(3, 2), 3);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
@@ -118,7 +118,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("a queued chunk that does not follow on is not used", async () => {
-      channel.pump?.arm(packets(1, 2), 1, 100, 1, 1);
+      channel.pump?.arm(packets(1, 2), 1, 100, 1);
       channel.pump?.queue(packets(10, 2), 10);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
@@ -130,7 +130,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("block numbers roll over: absolute 65536 is 0 on the wire", async () => {
-      channel.pump?.arm(packets(65535, 3), 65535, 70000, 65535, 1);
+      channel.pump?.arm(packets(65535, 3), 65535, 70000, 65535);
       ack(65535);
       const a = await nextFromServer();
       expect(a.readUInt16BE(2)).toBe(0);
@@ -141,7 +141,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("lastProgress moves with the pump, on the process.hrtime clock", async () => {
-      channel.pump?.arm(packets(1, 2), 1, 2, 1, 1);
+      channel.pump?.arm(packets(1, 2), 1, 2, 1);
       const before = Number(process.hrtime.bigint()) / 1e6;
       ack(1);
       await nextFromServer();
@@ -151,7 +151,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("disarm and close: nothing more is answered; close twice is harmless", async () => {
-      channel.pump?.arm(packets(1, 3), 1, 3, 1, 1);
+      channel.pump?.arm(packets(1, 3), 1, 3, 1);
       channel.pump?.disarm();
       ack(1);
       await quiet();
@@ -176,84 +176,10 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
       expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([7]);
     });
 
-    test("windowsize 4: the ACK of the whole window sends the next window; an ACK inside it goes to JS", async () => {
-      channel.pump?.arm(packets(1, 12), 1, 12, 4, 4); // JS sent blocks 1-4
-      ack(4);
-      const window = [
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-      ];
-      expect(window.map(payloadBlock)).toEqual([5, 6, 7, 8]);
-      expect(channel.pump?.windowFirst()).toBe(5);
-      expect(channel.pump?.lastSent()).toBe(8);
-      ack(6); // the client lost 7: JS restarts the window from there (RFC 7440)
-      await quiet();
-      expect(received).toHaveLength(0);
-      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([6]);
-      ack(8);
-      const next = [
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-      ];
-      expect(next.map(payloadBlock)).toEqual([9, 10, 11, 12]);
-      ack(12); // the transfer's last block: JS finishes it
-      await quiet();
-      expect(received).toHaveLength(0);
-      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([6, 12]);
-    });
-
-    test("a window that reaches into the queued chunk is sent whole and the move reported", async () => {
-      channel.pump?.arm(packets(1, 6), 1, 100, 4, 4);
-      channel.pump?.queue(packets(7, 6), 7);
-      ack(4);
-      const window = [
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-      ];
-      expect(window.map(payloadBlock)).toEqual([5, 6, 7, 8]);
-      await quiet();
-      expect(advanced).toEqual([7]);
-      expect(channel.pump?.windowFirst()).toBe(5);
-      ack(8);
-      const next = [
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-        await nextFromServer(),
-      ];
-      expect(next.map(payloadBlock)).toEqual([9, 10, 11, 12]);
-      expect(delivered).toHaveLength(0);
-    });
-
-    test("a window not all prepared is left to JS, never cut short", async () => {
-      channel.pump?.arm(packets(1, 6), 1, 100, 4, 4);
-      ack(4); // blocks 5-8 wanted, 7 and 8 not prepared (nothing queued)
-      await quiet();
-      expect(received).toHaveLength(0);
-      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([4]);
-      expect(channel.pump?.lastSent()).toBe(4);
-    });
-
-    test("the last window stops at the transfer's last block", async () => {
-      channel.pump?.arm(packets(1, 10), 1, 6, 4, 4);
-      ack(4);
-      expect([await nextFromServer(), await nextFromServer()].map(payloadBlock)).toEqual([5, 6]);
-      await quiet();
-      expect(received).toHaveLength(0);
-    });
-
     test("bad arguments are type errors, not crashes", () => {
-      expect(() => channel.pump?.arm([Buffer.alloc(4), "x" as unknown as Buffer], 1, 2, 1, 1)).toThrow(
+      expect(() => channel.pump?.arm([Buffer.alloc(4), "x" as unknown as Buffer], 1, 2, 1)).toThrow(
         /Buffers/,
       );
-      expect(() => channel.pump?.arm(packets(1, 2), 1, 2, 1, 65)).toThrow(/windowsize/);
-      expect(() => channel.pump?.arm(packets(1, 2), 1, 2, 1, 0)).toThrow(/windowsize/);
       expect(() => openNativeChannel(4, "not-an-address")).toThrow(/IP literal/);
     });
   });
