@@ -16,7 +16,7 @@ import { labCacheDir } from "./lab.js";
 import type { LabNetwork } from "./netns.js";
 import { type Daemon, run, sleep, startDaemon } from "./proc.js";
 import { parseApplianceLine, type ServerLogItem } from "./timeline.js";
-import { launchVm, prepareFirmware, probeAccel, type RunningVm, type VmArch } from "./vm.js";
+import { launchVm, prepareFirmware, probeAccel, type RunningVm, type SerialLine, type VmArch } from "./vm.js";
 
 const PROVISIONING_MAC = "52:54:00:6e:61:02";
 const MANAGEMENT_MAC = "52:54:00:6e:61:01";
@@ -145,6 +145,8 @@ export async function launchApplianceVm(opts: {
   dir: string;
   logger: Logger;
   timeLimitMs?: number;
+  /** Where the serial log goes (default: dir/serial.log); a test keeps it under test-results. */
+  serialLog?: string;
 }): Promise<RunningVm> {
   const tap = await opts.net.addTap();
   const fw = await prepareFirmware(opts.arch, false, opts.dir);
@@ -163,7 +165,7 @@ export async function launchApplianceVm(opts: {
       management: { mac: MANAGEMENT_MAC, hostForwards: [`tcp:127.0.0.1:${SSH_PORT}-:22`] },
     },
     timeLimitMs: opts.timeLimitMs ?? 900_000,
-    serialLog: join(opts.dir, "serial.log"),
+    serialLog: opts.serialLog ?? join(opts.dir, "serial.log"),
     logger: opts.logger,
   });
 }
@@ -292,6 +294,25 @@ export async function waitForApi(
       throw new Error(`the appliance VM stopped before its API answered: ${consoleOf(vm).join(" | ")}`);
   }
   throw new Error(`the appliance's API did not answer in ${limitMs} ms: ${consoleOf(vm).join(" | ")}`);
+}
+
+/**
+ * Waits for a console line, at most limitMs: a boot that stalls (a start job waiting, a unit that never ran)
+ * fails with the console's last lines instead of hanging the test.
+ */
+export async function waitForConsole(vm: RunningVm, re: RegExp, limitMs: number): Promise<SerialLine> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<"expired">((resolve) => {
+    timer = setTimeout(() => resolve("expired"), limitMs);
+  });
+  const hit = await Promise.race([vm.waitFor(re), expired]).finally(() => clearTimeout(timer));
+  if (hit && hit !== "expired") return hit;
+  const why = hit === "expired" ? `not in ${limitMs} ms` : "QEMU exited first";
+  const tail = vm.lines
+    .slice(-40)
+    .map((l) => `${(l.t / 1000).toFixed(1).padStart(7)} ${l.text}`)
+    .join("\n");
+  throw new Error(`console line ${re} ${why}; the console's last lines:\n${tail}`);
 }
 
 function consoleOf(vm: RunningVm): string[] {
