@@ -10,8 +10,9 @@
  *                             NETBOOT_STORM_ROWS (base,loss,flood), NETBOOT_STORM_CORES (2,1),
  *                             NETBOOT_STORM_SERVERS (appliance,dnsmasq), NETBOOT_STORM_FLOOD_RATE (10000),
  *                             NETBOOT_STORM_REPEATS_1CORE (as REPEATS), NETBOOT_STORM_LOSS_1CORE (1),
- *                             NETBOOT_STORM_KEEP (keep the work folder and logs)
- * Writes bench/results/storm.{md,json}. Root only; the lab images must be built (qemu/ci-prepare.sh).
+ *                             NETBOOT_STORM_KEEP (keep the work folder and logs),
+ *                             NETBOOT_STORM_OUT (storm: the results' file name)
+ * Writes bench/results/storm.{md,json} (or NETBOOT_STORM_OUT.{md,json}). Root only; the lab images must be built (qemu/ci-prepare.sh).
  */
 
 import { execFileSync } from "node:child_process";
@@ -60,6 +61,10 @@ const PUMP_THREADS = process.env.NETBOOT_TFTP_PUMP_THREADS
   : 'tftp.pump_threads "auto": on the event loop up to 2 cores, else cores - 1 threads';
 /** Under loss every file is cut to this fraction: lockstep at a 1 s timeout loses ~0.5 s per block at 20%. */
 const LOSS_SCALE = 1 / 256;
+/** The results' file name: a run of some rows only can be kept beside the full table (storm-base.md, say). */
+const OUT_NAME = process.env.NETBOOT_STORM_OUT ?? "storm";
+if (!/^[a-z0-9-]+$/.test(OUT_NAME))
+  throw new Error(`NETBOOT_STORM_OUT: "${OUT_NAME}" is not a plain name ([a-z0-9-]+)`);
 const LAB = process.env.NETBOOT_LAB_CACHE ?? "/var/cache/netboot-lab";
 const REAL: StormInputs = {
   shim: join(LAB, "loaders/x64/shimx64.efi"),
@@ -326,7 +331,7 @@ function report(
     "",
     `${meta.cpu} · ${meta.cores} cores, shared by the server and all clients · ${meta.dnsmasq} · ${(bytesPerBoot / 1e6).toFixed(1)} MB per boot (shim, GRUB, two configs, kernel, initrd) · load average ${meta.loadavg1mBefore} before, ${meta.loadavg1mAfter} after`,
     "",
-    "Each machine: udhcpc (option 93 = 7), a tsize probe, shim at blksize 1468 windowsize 4, GRUB at 512 windowsize 4, grub.cfg and its own config, kernel and initrd at 1024 in lockstep (atftp). Time: until the last machine has its initrd. CPU: the server's utime + stime over the storm. Retransmits: server datagrams beyond a loss-free storm's, counted by nftables. Medians of the runs (of two: their mean); runs of the two servers interleaved; every run is in storm.json.",
+    `Each machine: udhcpc (option 93 = 7), a tsize probe, shim at blksize 1468 windowsize 4, GRUB at 512 windowsize 4, grub.cfg and its own config, kernel and initrd at 1024 in lockstep (atftp). Time: until the last machine has its initrd. CPU: the server's utime + stime over the storm. Retransmits: server datagrams beyond a loss-free storm's, counted by nftables. Medians of the runs (of two: their mean); runs of the two servers interleaved; every run is in ${OUT_NAME}.json.`,
     `Both servers run at nice ${SERVER_NICE} over the machines' processes (they share this host's cores; a real rack's machines do not).`,
     `Loss rows: ${LOSS_PERCENT}% of frames dropped each way on every machine's bridge port, every file cut to 1/${1 / LOSS_SCALE} of its size (lockstep at a 1 s timeout would take hours for the real initrd), fetched by bench/lib/firmware-tftp.ts, which retries as EDK2 and GRUB do (atftp aborts when an OACK is sent again after a lost ACK 0).`,
     "",
@@ -355,9 +360,9 @@ function report(
   ].join("\n");
   const out = join(packageRoot(), "bench/results");
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, "storm.md"), md);
+  writeFileSync(join(out, `${OUT_NAME}.md`), md);
   writeFileSync(
-    join(out, "storm.json"),
+    join(out, `${OUT_NAME}.json`),
     `${JSON.stringify({ meta, rows: summary, runs: results }, (k, val) => (k === "machines" ? undefined : val), 2)}\n`,
   );
   console.log(md);
