@@ -12,6 +12,11 @@
       "ldflags": ["-pthread"]
     },
     {
+      "target_name": "nbdh_file",
+      "sources": ["nbdh_file.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
       "target_name": "nbdh_intake",
       "sources": ["nbdh_intake.c"],
       "cflags": ["-Wall", "-Wextra", "-O2", "-pthread"],

@@ -17,10 +17,13 @@
  *                                               onAdvance(firstBlock) when the pump moved on to the
  *                                               queued chunk (called after that chunk's first send)
  *   .send(buffer) -> 0 | -errno                 one send(2), never blocks (EAGAIN counts as a loss)
- *   .arm(packets, firstBlock, lastBlock, lastSent)
- *                                               pump: on ACK (lastSent & 0xffff) send packets[lastSent +
- *                                               1 - firstBlock] while there is one and lastSent < lastBlock
- *   .queue(packets, firstBlock)                 the chunk that follows the armed one: the pump goes on
+ *   .arm(store, stride, firstBlock, lastBlock, lastSent)
+ *                                               pump: on ACK (lastSent & 0xffff) send packet lastSent +
+ *                                               1 - firstBlock of the chunk while there is one and
+ *                                               lastSent < lastBlock. A chunk is one Buffer with a packet
+ *                                               every `stride` bytes (the last may be shorter): the
+ *                                               transfer hands over one buffer, not one per block
+ *   .queue(store, stride, firstBlock)           the chunk that follows the armed one: the pump goes on
  *                                               into it without stopping at the chunk's end
  *   .disarm()
  *   .pending()                                  whether a datagram waits unread: in the socket (FIONREAD), or
@@ -62,11 +65,15 @@
 /* Datagrams handled per wake-up before yielding to the rest of the loop. */
 #define RECV_BURST 64
 
-/* Prepared DATA packets for blocks first .. first + count - 1, kept alive by a reference to their array. */
+/*
+ * Prepared DATA packets for blocks first .. first + count - 1, one every `stride` bytes of `base` (the
+ * last may be shorter), kept alive by a reference to their Buffer.
+ */
 typedef struct {
   napi_ref ref;
-  uint8_t **data;
-  size_t *len;
+  uint8_t *base;
+  size_t size;
+  size_t stride;
   uint32_t count;
   int64_t first;
 } chunk_t;
@@ -160,8 +167,6 @@ static channel_t *unwrap_this(napi_env env, napi_callback_info info, size_t *arg
 
 static void chunk_release(napi_env env, chunk_t *c) {
   if (c->ref) napi_delete_reference(env, c->ref);
-  free(c->data);
-  free(c->len);
   memset(c, 0, sizeof *c);
 }
 
@@ -209,9 +214,9 @@ static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t *
     moved = 1;
   }
   if (want < ch->cur.first || want - ch->cur.first >= (int64_t)ch->cur.count) return 0;
-  uint32_t i = (uint32_t)(want - ch->cur.first);
-  *out = ch->cur.data[i];
-  *out_len = ch->cur.len[i];
+  size_t at = (size_t)(want - ch->cur.first) * ch->cur.stride;
+  *out = ch->cur.base + at;
+  *out_len = ch->cur.size - at < ch->cur.stride ? ch->cur.size - at : ch->cur.stride;
   ch->last_sent = want;
   ch->last_progress = (double)uv_hrtime() / 1e6;
   return moved ? 2 : 1;
@@ -634,11 +639,7 @@ static void finalize(napi_env env, void *data, void *hint) {
   channel_t *ch = (channel_t *)data;
   /* Never started (or closed without polling): nothing is registered with the loop. */
   if (!ch->polling && ch->fd >= 0) close(ch->fd);
-  /* References were deleted when the handle closed; only the arrays may remain (never started). */
-  free(ch->cur.data);
-  free(ch->cur.len);
-  free(ch->next.data);
-  free(ch->next.len);
+  /* References were deleted when the handle closed (or never made: arm needs a started channel). */
   pthread_mutex_destroy(&ch->mu);
   free(ch);
 }
@@ -811,56 +812,41 @@ static napi_value channel_send(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* Reads a Buffer[] into a chunk (without its reference). Throws and returns -1 on a bad argument. */
-static int chunk_from_array(napi_env env, napi_value array, int64_t first, chunk_t *c) {
-  bool is_array = false;
-  uint32_t count = 0;
-  if (napi_is_array(env, array, &is_array) != napi_ok || !is_array || napi_get_array_length(env, array, &count) != napi_ok) {
-    napi_throw_type_error(env, NULL, "packets must be an array of Buffers");
+/* Takes a Buffer and its stride as a chunk, with a reference. Throws and returns -1 on a bad argument. */
+static int chunk_from_store(napi_env env, napi_value store, napi_value stride_value, int64_t first, chunk_t *c) {
+  bool is_buffer = false;
+  void *base;
+  size_t size;
+  int64_t stride = 0;
+  if (napi_is_buffer(env, store, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, store, &base, &size) != napi_ok ||
+      napi_get_value_int64(env, stride_value, &stride) != napi_ok || stride < 4 || stride > 65536 + 4 || size == 0) {
+    napi_throw_type_error(env, NULL, "a chunk is a non-empty Buffer of packets and their stride (4..65540 bytes)");
     return -1;
   }
   memset(c, 0, sizeof *c);
-  c->data = calloc(count ? count : 1, sizeof *c->data);
-  c->len = calloc(count ? count : 1, sizeof *c->len);
-  if (c->data == NULL || c->len == NULL) {
-    free(c->data);
-    free(c->len);
-    napi_throw_error(env, NULL, "out of memory");
-    return -1;
-  }
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value el;
-    bool is_buffer = false;
-    void *p;
-    if (napi_get_element(env, array, i, &el) != napi_ok || napi_is_buffer(env, el, &is_buffer) != napi_ok || !is_buffer ||
-        napi_get_buffer_info(env, el, &p, &c->len[i]) != napi_ok) {
-      free(c->data);
-      free(c->len);
-      napi_throw_type_error(env, NULL, "packets must be an array of Buffers");
-      return -1;
-    }
-    c->data[i] = p;
-  }
-  c->count = count;
+  c->base = base;
+  c->size = size;
+  c->stride = (size_t)stride;
+  c->count = (uint32_t)((size + (size_t)stride - 1) / (size_t)stride);
   c->first = first;
-  /* The reference keeps the array, and so every Buffer's memory, alive while the pump may send it. */
-  napi_create_reference(env, array, 1, &c->ref);
+  /* The reference keeps the Buffer, and so every packet's memory, alive while the pump may send it. */
+  napi_create_reference(env, store, 1, &c->ref);
   return 0;
 }
 
 static napi_value channel_arm(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   channel_t *ch = unwrap_this(env, info, &argc, argv);
   if (ch == NULL) return NULL;
   int64_t first = 0, last = 0, sent = 0;
-  if (argc < 4 || napi_get_value_int64(env, argv[1], &first) != napi_ok || napi_get_value_int64(env, argv[2], &last) != napi_ok ||
-      napi_get_value_int64(env, argv[3], &sent) != napi_ok) {
-    napi_throw_type_error(env, NULL, "arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number)");
+  if (argc < 5 || napi_get_value_int64(env, argv[2], &first) != napi_ok || napi_get_value_int64(env, argv[3], &last) != napi_ok ||
+      napi_get_value_int64(env, argv[4], &sent) != napi_ok) {
+    napi_throw_type_error(env, NULL, "arm(store: Buffer, stride: number, firstBlock: number, lastBlock: number, lastSent: number)");
     return NULL;
   }
   chunk_t c;
-  if (chunk_from_array(env, argv[0], first, &c) != 0) return NULL;
+  if (chunk_from_store(env, argv[0], argv[1], first, &c) != 0) return NULL;
   pthread_mutex_lock(&ch->mu);
   release_packets(ch);
   ch->cur = c;
@@ -872,17 +858,17 @@ static napi_value channel_arm(napi_env env, napi_callback_info info) {
 }
 
 static napi_value channel_queue(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   channel_t *ch = unwrap_this(env, info, &argc, argv);
   if (ch == NULL) return NULL;
   int64_t first = 0;
-  if (argc < 2 || napi_get_value_int64(env, argv[1], &first) != napi_ok) {
-    napi_throw_type_error(env, NULL, "queue(packets: Buffer[], firstBlock: number)");
+  if (argc < 3 || napi_get_value_int64(env, argv[2], &first) != napi_ok) {
+    napi_throw_type_error(env, NULL, "queue(store: Buffer, stride: number, firstBlock: number)");
     return NULL;
   }
   chunk_t c;
-  if (chunk_from_array(env, argv[0], first, &c) != 0) return NULL;
+  if (chunk_from_store(env, argv[0], argv[1], first, &c) != 0) return NULL;
   pthread_mutex_lock(&ch->mu);
   chunk_release(env, &ch->next);
   ch->next = c;

@@ -3,7 +3,7 @@
 # production node_modules, the native addons (N-API: stable across Node versions), the unit, a commented
 # conffile, and `netboot`. Output in OUT (default dist-deb/). Usage: packaging/deb.sh [OUT] [amd64|arm64]
 # amd64 takes the addons as `npm ci` built them here. arm64 cross-compiles them with Debian's
-# gcc-aarch64-linux-gnu: they are three C files on N-API and libc only, so a cross compiler builds them in
+# gcc-aarch64-linux-gnu: they are four C files on N-API and libc only, so a cross compiler builds them in
 # a second, where node-gyp under qemu-user would need an arm64 root and minutes. Everything else in the
 # package is JavaScript (the production dependencies have no native code; this script checks).
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-dist-deb}
 ARCH=${2:-amd64}
 VERSION=$(node -p 'require("./package.json").version')
-ADDONS="nbdh_udp nbdh_netdev nbdh_intake"
+ADDONS="nbdh_udp nbdh_netdev nbdh_intake nbdh_file"
 [ "$(dpkg --print-architecture)" = amd64 ] || { echo "packaging/deb.sh: builds on amd64 hosts only" >&2; exit 1; }
 case "$ARCH" in
   amd64) TOOL_PREFIX="" GRUB_SIGNED=grub-efi-amd64-signed ;;

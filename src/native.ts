@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const loaded = new Map<string, unknown>();
 
-export function loadAddon<T>(name: "nbdh_netdev" | "nbdh_udp" | "nbdh_intake"): T {
+export function loadAddon<T>(name: "nbdh_netdev" | "nbdh_udp" | "nbdh_intake" | "nbdh_file"): T {
   const cached = loaded.get(name);
   if (cached !== undefined) return cached as T;
   const require = createRequire(import.meta.url);

@@ -11,6 +11,7 @@
  */
 import { fstatSync, type Stats } from "node:fs";
 import { type FileHandle, open, stat } from "node:fs/promises";
+import { loadAddon } from "../native.js";
 
 export interface BlockSource {
   readonly size: number;
@@ -20,21 +21,61 @@ export interface BlockSource {
   read(offset: number, length: number): Promise<Buffer>;
   /** Fills `targets` in order from `offset` (one readv for a file); returns the bytes placed. */
   readInto(targets: Buffer[], offset: number): Promise<number>;
+  /**
+   * Fills the bodies of the records in `store` (one every `layout.stride` bytes, the last may be shorter,
+   * each starting with `layout.header` bytes left alone) in order from `offset`; returns the bytes placed.
+   * For a file, what the page cache holds is copied at once, without the threadpool (native/nbdh_file.c).
+   */
+  readIntoRecords(store: Buffer, layout: RecordLayout, offset: number): Promise<number>;
   /** The transfer is done with it. Idempotent. */
   release(): void;
 }
 
+/** Fixed-size records in one buffer: `header` bytes (not from the file), then the record's body. */
+export interface RecordLayout {
+  header: number;
+  stride: number;
+}
+
+/** The bodies of the records in `store` that begin `skip` body bytes in (for a read that stopped there). */
+export function recordBodies(store: Buffer, layout: RecordLayout, skip = 0): Buffer[] {
+  const bodies: Buffer[] = [];
+  const bodyBytes = layout.stride - layout.header;
+  const first = Math.floor(skip / bodyBytes);
+  for (let pos = first * layout.stride, i = 0; pos < store.length; pos += layout.stride, i++) {
+    const from = pos + layout.header + (i === 0 ? skip - first * bodyBytes : 0);
+    const to = Math.min(pos + layout.stride, store.length);
+    if (from < to) bodies.push(store.subarray(from, to));
+  }
+  return bodies;
+}
+
 export function bufferSource(data: Buffer): BlockSource {
+  const readInto = async (targets: Buffer[], offset: number) => {
+    let pos = offset;
+    for (const t of targets) pos += data.copy(t, 0, Math.min(pos, data.length));
+    return pos - offset;
+  };
   return {
     size: data.length,
     read: async (offset, length) => data.subarray(offset, Math.min(data.length, offset + length)),
-    readInto: async (targets, offset) => {
-      let pos = offset;
-      for (const t of targets) pos += data.copy(t, 0, Math.min(pos, data.length));
-      return pos - offset;
-    },
+    readInto,
+    readIntoRecords: (store, layout, offset) => readInto(recordBodies(store, layout), offset),
     release: () => {},
   };
+}
+
+interface FileAddon {
+  readRecordsCached(fd: number, store: Buffer, header: number, stride: number, offset: number): number;
+}
+
+/** The cached-read addon, or undefined where it is not built (every read then goes through the threadpool). */
+function fileAddon(): FileAddon | undefined {
+  try {
+    return loadAddon<FileAddon>("nbdh_file");
+  } catch {
+    return undefined;
+  }
 }
 
 interface SharedFile {
@@ -59,6 +100,7 @@ export class SharedFileCache {
   private readonly files = new Map<string, SharedFile>();
   private readonly opening = new Map<string, Promise<SharedFile>>();
   private closed = false;
+  private readonly addon = fileAddon();
 
   /** Number of distinct files currently open (for tests and counters). */
   get openCount(): number {
@@ -135,24 +177,17 @@ export class SharedFileCache {
         return done === len ? buf : buf.subarray(0, done);
       },
       readInto: async (targets, offset) => {
-        let done = 0;
-        let pending = targets;
-        // readv may stop short (signals, page cache misses): continue from where it stopped.
-        while (pending.length > 0 && offset + done < shared.size) {
-          const { bytesRead } = await shared.handle.readv(pending, offset + done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-          let skip = bytesRead;
-          const rest: Buffer[] = [];
-          for (const t of pending) {
-            if (skip >= t.length) skip -= t.length;
-            else {
-              rest.push(skip > 0 ? t.subarray(skip) : t);
-              skip = 0;
-            }
-          }
-          pending = rest;
-        }
+        const done = await readvAll(shared, targets, offset);
+        assertUnchanged(shared);
+        return done;
+      },
+      readIntoRecords: async (store, layout, offset) => {
+        // The page cache first, on this thread; whatever it did not hold, through the threadpool.
+        const cached =
+          this.addon?.readRecordsCached(shared.handle.fd, store, layout.header, layout.stride, offset) ?? 0;
+        if (cached < 0) throw Object.assign(new Error(`read: errno ${-cached}`), { errno: -cached });
+        const rest = recordBodies(store, layout, cached);
+        const done = cached + (rest.length > 0 ? await readvAll(shared, rest, offset + cached) : 0);
         assertUnchanged(shared);
         return done;
       },
@@ -185,6 +220,28 @@ export class SharedFileCache {
       }),
     );
   }
+}
+
+/** readv until `targets` are full or the file ends: readv may stop short (signals, page cache misses). */
+async function readvAll(shared: SharedFile, targets: Buffer[], offset: number): Promise<number> {
+  let done = 0;
+  let pending = targets;
+  while (pending.length > 0 && offset + done < shared.size) {
+    const { bytesRead } = await shared.handle.readv(pending, offset + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+    let skip = bytesRead;
+    const rest: Buffer[] = [];
+    for (const t of pending) {
+      if (skip >= t.length) skip -= t.length;
+      else {
+        rest.push(skip > 0 ? t.subarray(skip) : t);
+        skip = 0;
+      }
+    }
+    pending = rest;
+  }
+  return done;
 }
 
 /** Size and mtime: a write changes both or mtime at least. Not ctime: replacing the name by rename

@@ -9,11 +9,14 @@ import { createSocket, type Socket } from "node:dgram";
 import { availableParallelism } from "node:os";
 import { loadAddon } from "../native.js";
 
-/** Answers the ACK of `lastSent` with the next of `packets` while it has one; see native/nbdh_udp.c. */
+/**
+ * Answers the ACK of `lastSent` with the next packet while it has one; see native/nbdh_udp.c. A chunk of
+ * packets is one buffer, a packet every `stride` bytes from `firstBlock` on (the last may be shorter).
+ */
 export interface LockstepPump {
-  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number): void;
+  arm(store: Buffer, stride: number, firstBlock: number, lastBlock: number, lastSent: number): void;
   /** The chunk after the armed one; the pump reports moving into it through start's onAdvance. */
-  queue(packets: Buffer[], firstBlock: number): void;
+  queue(store: Buffer, stride: number, firstBlock: number): void;
   disarm(): void;
   /** The last block the pump (or arm) sent. */
   lastSent(): number;
@@ -51,8 +54,8 @@ interface NativeUdpChannel {
   connect(address: string, port: number): void;
   start(onPacket: (packet: Buffer, lastSent: number) => void, onAdvance: (firstBlock: number) => void): void;
   send(packet: Buffer): number;
-  arm(packets: Buffer[], firstBlock: number, lastBlock: number, lastSent: number): void;
-  queue(packets: Buffer[], firstBlock: number): void;
+  arm(store: Buffer, stride: number, firstBlock: number, lastBlock: number, lastSent: number): void;
+  queue(store: Buffer, stride: number, firstBlock: number): void;
   disarm(): void;
   lastSent(): number;
   lastProgress(): number;
@@ -127,8 +130,9 @@ export function openNativeChannel(family: 4 | 6, address: string, port = 0): Tra
   const { UdpChannel } = loadAddon<NativeUdpAddon>("nbdh_udp");
   const ch = new UdpChannel(family, address, port);
   const pump: LockstepPump = {
-    arm: (packets, firstBlock, lastBlock, lastSent) => ch.arm(packets, firstBlock, lastBlock, lastSent),
-    queue: (packets, firstBlock) => ch.queue(packets, firstBlock),
+    arm: (store, stride, firstBlock, lastBlock, lastSent) =>
+      ch.arm(store, stride, firstBlock, lastBlock, lastSent),
+    queue: (store, stride, firstBlock) => ch.queue(store, stride, firstBlock),
     disarm: () => ch.disarm(),
     lastSent: () => ch.lastSent(),
     lastProgressMs: () => ch.lastProgress(),

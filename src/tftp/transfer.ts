@@ -40,16 +40,20 @@ export interface TransferResult {
 const BACKOFF_CAP_MS = 5_000;
 
 /**
- * File bytes read at a time. They land (one readv) straight into ready-made DATA packets, header
- * included, so sending a block, or sending it again, is one send of one buffer with no copy.
+ * File bytes read at a time. They land straight into ready-made DATA packets, header included, so
+ * sending a block, or sending it again, is one send of one buffer with no copy.
  */
 const CHUNK_TARGET_BYTES = 128 * 1024;
+const DATA_HEADER_BYTES = 4;
 
-/** DATA packets for blocks first .. first + packets.length - 1, all in one buffer. */
+/**
+ * DATA packets for blocks first .. first + count - 1, one every `stride` (4 + blksize) bytes of `store`;
+ * only the file's last block may be shorter. The pump takes the same layout (native/nbdh_udp.c).
+ */
 interface Chunk {
   first: number;
   store: Buffer;
-  packets: Buffer[];
+  count: number;
 }
 
 export class Transfer {
@@ -63,10 +67,9 @@ export class Transfer {
   private retransmits = 0;
   /** Bumped for each window: an async read that finds it changed stops sending its stale window. */
   private generation = 0;
-  /** First block held in `packets`, and the DATA packets themselves (each 4 + data bytes). */
+  /** The current chunk: its first block, how many, and its packets (see Chunk). */
   private chunkFirst = -1;
-  private packets: Buffer[] = [];
-  /** The memory of `packets`. */
+  private chunkCount = 0;
   private store: Buffer | undefined;
   /**
    * A store that no packet in use refers to any more, filled by the next read: a transfer then cycles
@@ -80,6 +83,8 @@ export class Transfer {
   private queued: Chunk | undefined;
   private pumpArmed = false;
   private readonly chunkBlocks: number;
+  /** Bytes from one DATA packet to the next in a chunk's store. */
+  private readonly stride: number;
   private timer: NodeJS.Timeout | undefined;
   /** This try's timeout found the client's answer waiting and was put off once (onTimeout). */
   private deferredTimeout = false;
@@ -102,6 +107,7 @@ export class Transfer {
     this.lastBlock = Math.floor(source.size / settings.blksize) + 1;
     this.pump = settings.windowsize === 1 ? channel.pump : undefined;
     this.chunkBlocks = Math.max(1, Math.floor(CHUNK_TARGET_BYTES / settings.blksize));
+    this.stride = DATA_HEADER_BYTES + settings.blksize;
     this.done = new Promise((resolve) => {
       this.resolveDone = resolve;
     });
@@ -255,7 +261,7 @@ export class Transfer {
 
   private sendBlocks(from: number, end: number, gen: number): void {
     for (let block = from; block <= end; block++) {
-      const packet = block >= this.chunkFirst ? this.packets[block - this.chunkFirst] : undefined;
+      const packet = this.packetAt(block);
       if (packet === undefined) {
         this.loadChunk(block).then(
           () => {
@@ -273,12 +279,12 @@ export class Transfer {
       if (block > this.sentUpTo) this.sentUpTo = block;
     }
     this.timer?.refresh();
-    if (this.pump && this.tries === 0) {
+    if (this.pump && this.tries === 0 && this.store !== undefined) {
       // The pump answers the ACKs from here on, into the next chunk once it is read and queued.
-      this.pump.arm(this.packets, this.chunkFirst, this.lastBlock, end);
+      this.pump.arm(this.store, this.stride, this.chunkFirst, this.lastBlock, end);
       this.pumpArmed = true;
       this.queued = undefined;
-      this.readAhead(this.chunkFirst + this.packets.length);
+      this.readAhead(this.chunkFirst + this.chunkCount);
       this.queueAhead();
     } else {
       // After a timeout the ACK of the block sent again comes here, to reset the tries and the backoff.
@@ -292,12 +298,12 @@ export class Transfer {
   private queueAhead(): void {
     const ahead = this.prefetch;
     if (this.pump === undefined || ahead === undefined) return;
-    if (ahead.first !== this.chunkFirst + this.packets.length) return;
+    if (ahead.first !== this.chunkFirst + this.chunkCount) return;
     ahead.ready.then(
       (chunk) => {
         if (this.prefetch !== ahead || this.phase !== "data" || !this.pumpArmed) return;
         this.queued = chunk;
-        this.pump?.queue(chunk.packets, chunk.first);
+        this.pump?.queue(chunk.store, this.stride, chunk.first);
       },
       () => {}, // reported by the read that needs it
     );
@@ -310,7 +316,7 @@ export class Transfer {
     this.queued = undefined;
     this.prefetch = undefined;
     this.syncPump();
-    this.readAhead(this.chunkFirst + this.packets.length);
+    this.readAhead(this.chunkFirst + this.chunkCount);
     this.queueAhead();
   }
 
@@ -318,15 +324,23 @@ export class Transfer {
     // Native sends are done when send() returns, so no queued send still reads the old store.
     if (this.store !== undefined && this.channel.kind === "native") this.spare = this.store;
     this.chunkFirst = chunk.first;
-    this.packets = chunk.packets;
+    this.chunkCount = chunk.count;
     this.store = chunk.store;
+  }
+
+  /** The DATA packet of `block` if the current chunk holds it. */
+  private packetAt(block: number): Buffer | undefined {
+    const i = block - this.chunkFirst;
+    if (this.store === undefined || i < 0 || i >= this.chunkCount) return undefined;
+    const from = i * this.stride;
+    return this.store.subarray(from, Math.min(from + this.stride, this.store.length));
   }
 
   /** Past the middle of the current chunk, start reading the next one so the window never waits on disk. */
   private readAhead(sentBlock: number): void {
-    const next = this.chunkFirst + this.packets.length;
+    const next = this.chunkFirst + this.chunkCount;
     if (this.prefetch?.first === next || next > this.lastBlock) return;
-    if (sentBlock < this.chunkFirst + this.packets.length / 2) return;
+    if (sentBlock < this.chunkFirst + this.chunkCount / 2) return;
     const ready = this.buildPackets(next);
     ready.catch(() => {}); // a failed read-ahead is retried, and reported, by the read that needs it
     this.prefetch = { first: next, ready };
@@ -347,27 +361,20 @@ export class Transfer {
     const count = Math.min(this.chunkBlocks, this.lastBlock - first + 1);
     const offset = (first - 1) * blksize;
     const dataBytes = Math.max(0, Math.min(count * blksize, this.source.size - offset));
-    const size = count * 4 + dataBytes;
+    const size = count * DATA_HEADER_BYTES + dataBytes;
     let store: Buffer;
     if (this.spare !== undefined && this.spare.length >= size) {
       store = this.spare.subarray(0, size);
       this.spare = undefined;
     } else store = Buffer.allocUnsafe(size);
-    const packets: Buffer[] = [];
-    const targets: Buffer[] = [];
-    let pos = 0;
-    for (let i = 0; i < count; i++) {
-      const len = Math.max(0, Math.min(blksize, this.source.size - offset - i * blksize));
-      const packet = store.subarray(pos, pos + 4 + len);
-      packet.writeUInt16BE(Opcode.DATA, 0);
-      packet.writeUInt16BE((first + i) & 0xffff, 2);
-      if (len > 0) targets.push(packet.subarray(4));
-      packets.push(packet);
-      pos += 4 + len;
+    for (let i = 0, pos = 0; i < count; i++, pos += this.stride) {
+      store.writeUInt16BE(Opcode.DATA, pos);
+      store.writeUInt16BE((first + i) & 0xffff, pos + 2);
     }
-    const got = targets.length > 0 ? await this.source.readInto(targets, offset) : 0;
+    const layout = { header: DATA_HEADER_BYTES, stride: this.stride };
+    const got = dataBytes > 0 ? await this.source.readIntoRecords(store, layout, offset) : 0;
     if (got < dataBytes) throw new Error(`file shrank: ${got} of ${dataBytes} bytes at ${offset}`);
-    return { first, store, packets };
+    return { first, store, count };
   }
 
   private finish(outcome: TransferResult["outcome"], reason?: string): void {

@@ -95,8 +95,8 @@ for (const arch of ["amd64", "arm64"] as const) {
       expect(listing).toMatch(/-rw-r----- .* \.\/etc\/netboot-appliance\/config\.yaml/);
     });
 
-    it(`carries the three addons built for ${arch}, needing only libc`, () => {
-      for (const addon of ["nbdh_udp", "nbdh_netdev", "nbdh_intake"]) {
+    it(`carries the four addons built for ${arch}, needing only libc`, () => {
+      for (const addon of ["nbdh_udp", "nbdh_netdev", "nbdh_intake", "nbdh_file"]) {
         const path = join(root, "tmp/x/usr/lib/netboot-appliance/native/build/Release", `${addon}.node`);
         execFileSync("dpkg-deb", ["-x", deb, join(root, "tmp/x")]);
         expect(elfMachine(readFileSync(path)), addon).toBe(spec.machine);
@@ -141,7 +141,7 @@ for (const arch of ["amd64", "arm64"] as const) {
       const load = inRoot(
         "node",
         "-e",
-        'for (const a of ["nbdh_udp", "nbdh_netdev", "nbdh_intake"]) require("/usr/lib/netboot-appliance/native/build/Release/" + a + ".node"); console.log("loaded")',
+        'for (const a of ["nbdh_udp", "nbdh_netdev", "nbdh_intake", "nbdh_file"]) require("/usr/lib/netboot-appliance/native/build/Release/" + a + ".node"); console.log("loaded")',
       );
       expect(load.stdout + load.stderr).toContain("loaded");
       expect(inRoot("netboot", "check-config", "--config", "/etc/netboot-appliance/config.yaml").status).toBe(

@@ -8,15 +8,22 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { openNativeChannel, type TransferChannel } from "../../src/tftp/channel.js";
 import { encodeAck, encodeError } from "../../src/tftp/packet.js";
 
-/** DATA packets whose payload names their absolute block, so a test can tell which one was sent. */
-function packets(first: number, count: number): Buffer[] {
-  return Array.from({ length: count }, (_, i) => {
-    const p = Buffer.alloc(4 + 8);
+/** Bytes from one packet to the next in a chunk: a 4-byte header and 8 bytes of payload. */
+const STRIDE = 12;
+
+/**
+ * A chunk of DATA packets whose payload names their absolute block, so a test can tell which one was
+ * sent; `lastPayload` shortens the last packet's payload (a file's short last block).
+ */
+function packets(first: number, count: number, lastPayload = 8): Buffer {
+  const store = Buffer.alloc(count * STRIDE - (8 - lastPayload));
+  for (let i = 0; i < count; i++) {
+    const p = store.subarray(i * STRIDE, Math.min((i + 1) * STRIDE, store.length));
     p.writeUInt16BE(3, 0);
     p.writeUInt16BE((first + i) & 0xffff, 2);
-    p.write(`blk${first + i}`.padEnd(8, "."), 4);
-    return p;
-  });
+    p.write(`blk${first + i}`.padEnd(8, "."), 4, p.length - 4);
+  }
+  return store;
 }
 
 function payloadBlock(msg: Buffer): number {
@@ -65,8 +72,8 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
 
     test("send reaches the connected client; the pump answers the expected ACKs without JS", async () => {
       const chunk = packets(1, 3);
-      channel.send(chunk[0] as Buffer);
-      channel.pump?.arm(chunk, 1, 10, 1);
+      channel.send(chunk.subarray(0, STRIDE));
+      channel.pump?.arm(chunk, STRIDE, 1, 10, 1);
       expect(payloadBlock(await nextFromServer())).toBe(1);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
@@ -83,7 +90,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
 
     test("a duplicate or earlier ACK and any other packet go to JS, never to a send", async () => {
       const chunk = packets(1, 5);
-      channel.pump?.arm(chunk, 1, 5, 2);
+      channel.pump?.arm(chunk, STRIDE, 1, 5, 2);
       ack(1); // duplicate of an earlier block
       client.send(encodeError(8, "probe"), channel.port, "127.0.0.1");
       client.send(Buffer.from([0, 4]), channel.port, "127.0.0.1"); // truncated ACK
@@ -94,7 +101,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("stops at the transfer's last block even with packets left", async () => {
-      channel.pump?.arm(packets(1, 4), 1, 2, 1);
+      channel.pump?.arm(packets(1, 4), STRIDE, 1, 2, 1);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
       ack(2);
@@ -104,8 +111,8 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("goes on into the queued chunk and reports it once", async () => {
-      channel.pump?.arm(packets(1, 2), 1, 100, 1);
-      channel.pump?.queue(packets(3, 2), 3);
+      channel.pump?.arm(packets(1, 2), STRIDE, 1, 100, 1);
+      channel.pump?.queue(packets(3, 2), STRIDE, 3);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
       ack(2);
@@ -118,8 +125,8 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("a queued chunk that does not follow on is not used", async () => {
-      channel.pump?.arm(packets(1, 2), 1, 100, 1);
-      channel.pump?.queue(packets(10, 2), 10);
+      channel.pump?.arm(packets(1, 2), STRIDE, 1, 100, 1);
+      channel.pump?.queue(packets(10, 2), STRIDE, 10);
       ack(1);
       expect(payloadBlock(await nextFromServer())).toBe(2);
       ack(2);
@@ -130,7 +137,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("block numbers roll over: absolute 65536 is 0 on the wire", async () => {
-      channel.pump?.arm(packets(65535, 3), 65535, 70000, 65535);
+      channel.pump?.arm(packets(65535, 3), STRIDE, 65535, 70000, 65535);
       ack(65535);
       const a = await nextFromServer();
       expect(a.readUInt16BE(2)).toBe(0);
@@ -140,8 +147,22 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
       expect(channel.pump?.lastSent()).toBe(65537);
     });
 
+    test("a chunk's short last packet goes out at its own length, and an empty one as a bare header", async () => {
+      channel.pump?.arm(packets(1, 3, 5), STRIDE, 1, 3, 1);
+      ack(1);
+      expect((await nextFromServer()).length).toBe(STRIDE);
+      ack(2);
+      const last = await nextFromServer();
+      expect(last.length).toBe(4 + 5);
+      expect(last.readUInt16BE(2)).toBe(3);
+      channel.pump?.arm(packets(4, 2, 0), STRIDE, 4, 5, 4);
+      ack(4);
+      const empty = await nextFromServer();
+      expect([empty.length, empty.readUInt16BE(2)]).toEqual([4, 5]);
+    });
+
     test("lastProgress moves with the pump, on the process.hrtime clock", async () => {
-      channel.pump?.arm(packets(1, 2), 1, 2, 1);
+      channel.pump?.arm(packets(1, 2), STRIDE, 1, 2, 1);
       const before = Number(process.hrtime.bigint()) / 1e6;
       ack(1);
       await nextFromServer();
@@ -151,7 +172,7 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("disarm and close: nothing more is answered; close twice is harmless", async () => {
-      channel.pump?.arm(packets(1, 3), 1, 3, 1);
+      channel.pump?.arm(packets(1, 3), STRIDE, 1, 3, 1);
       channel.pump?.disarm();
       ack(1);
       await quiet();
@@ -177,9 +198,9 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
     });
 
     test("bad arguments are type errors, not crashes", () => {
-      expect(() => channel.pump?.arm([Buffer.alloc(4), "x" as unknown as Buffer], 1, 2, 1)).toThrow(
-        /Buffers/,
-      );
+      expect(() => channel.pump?.arm("x" as unknown as Buffer, STRIDE, 1, 2, 1)).toThrow(/Buffer of packets/);
+      expect(() => channel.pump?.arm(packets(1, 2), 3, 1, 2, 1)).toThrow(/stride/);
+      expect(() => channel.pump?.queue(Buffer.alloc(0), STRIDE, 3)).toThrow(/non-empty/);
       expect(() => openNativeChannel(4, "not-an-address")).toThrow(/IP literal/);
     });
   });
