@@ -8,15 +8,15 @@
  * so the read is a memcpy that costs less than the trip. preadv2(RWF_NOWAIT) does it here and stops
  * where it would have to wait for the disk; the caller reads the rest through the threadpool as before.
  *
- *   readRecordsCached(fd, store, header, stride, offset) -> bytes placed (0..), or -errno
+ *   readRecordsCached(fd, store, header, stride, offset) -> bytes placed (0..)
  *     store holds records every `stride` bytes (the last may be shorter); each record's bytes after its
  *     first `header` bytes are filled, in order, from the file at `offset`. Stops short at the end of
- *     the file and where the bytes are not cached (EAGAIN), or where the kernel cannot tell
- *     (EOPNOTSUPP: RWF_NOWAIT not supported for the file): the count says how far it got.
+ *     the file, where the bytes are not cached (EAGAIN), and at any error (EOPNOTSUPP where RWF_NOWAIT
+ *     is not supported, EPERM from a seccomp filter, EIO): the count says how far it got, and the
+ *     caller's threadpool read takes over from there and reports a real error itself.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <limits.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -46,7 +46,7 @@ static int64_t read_records(int fd, uint8_t *store, size_t size, size_t header, 
     ssize_t got;
     do got = preadv2(fd, iov, n, offset + placed, RWF_NOWAIT);
     while (got < 0 && errno == EINTR);
-    if (got < 0) return placed > 0 || errno == EAGAIN || errno == EOPNOTSUPP ? placed : -errno;
+    if (got < 0) return placed;
     placed += got;
     if ((size_t)got < want) return placed; /* end of file, or the rest is not cached */
   }

@@ -185,7 +185,6 @@ export class SharedFileCache {
         // The page cache first, on this thread; whatever it did not hold, through the threadpool.
         const cached =
           this.addon?.readRecordsCached(shared.handle.fd, store, layout.header, layout.stride, offset) ?? 0;
-        if (cached < 0) throw Object.assign(new Error(`read: errno ${-cached}`), { errno: -cached });
         const rest = recordBodies(store, layout, cached);
         const done = cached + (rest.length > 0 ? await readvAll(shared, rest, offset + cached) : 0);
         assertUnchanged(shared);
