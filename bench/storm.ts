@@ -229,22 +229,33 @@ async function main(): Promise<void> {
           );
         }
       }
+      // Written after every row: a long run that is stopped keeps the rows it finished.
+      report(results, done(variants, results), real, loadBefore);
     }
   } finally {
     net.setLoss(0);
     net.destroy();
   }
-  report(results, variants, real, loadBefore);
+  console.log(report(results, variants, real, loadBefore));
   if (!process.env.NETBOOT_STORM_KEEP) rmSync(work, { recursive: true, force: true });
   else console.log(`kept ${work}`);
 }
 
+/** The variants whose runs are all done. */
+function done(variants: Variant[], results: Record<string, Record<StormServerName, StormResult[]>>): Variant[] {
+  return variants.filter((v) => {
+    const per = results[v.label];
+    return per !== undefined && [...SERVERS].every((n) => per[n as StormServerName]?.length === v.repeats);
+  });
+}
+
+/** Writes bench/results/<OUT_NAME>.{md,json} for `variants`; returns the markdown. */
 function report(
   results: Record<string, Record<StormServerName, StormResult[]>>,
   variants: Variant[],
   setup: Setup,
   loadBefore: string | undefined,
-): void {
+): string {
   const bytesPerBoot = serverSequence(setup.dnsmasqRoot, "52:54:00:90:00:01").reduce((n, f) => n + f.size, 0);
   const rows: (string | number)[][] = [];
   const summary: Record<string, unknown>[] = [];
@@ -365,7 +376,7 @@ function report(
     join(out, `${OUT_NAME}.json`),
     `${JSON.stringify({ meta, rows: summary, runs: results }, (k, val) => (k === "machines" ? undefined : val), 2)}\n`,
   );
-  console.log(md);
+  return md;
 }
 
 await main();
