@@ -639,7 +639,8 @@ static void finalize(napi_env env, void *data, void *hint) {
   channel_t *ch = (channel_t *)data;
   /* Never started (or closed without polling): nothing is registered with the loop. */
   if (!ch->polling && ch->fd >= 0) close(ch->fd);
-  /* References were deleted when the handle closed (or never made: arm needs a started channel). */
+  /* References were deleted when the handle closed. (A chunk armed on a channel never started would keep
+   * its reference; no transfer arms before start.) */
   pthread_mutex_destroy(&ch->mu);
   free(ch);
 }
