@@ -180,9 +180,11 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     const key = `${rinfo.address}:${rinfo.port}`;
     const signature = msg.toString("latin1");
     const previous = this.byClient.get(key);
-    // A client retransmitting its request before our first answer reached it: that transfer will retransmit.
-    if (previous?.signature === signature && (previous.transfer === undefined || previous.transfer.initial))
+    // A client retransmitting its request before our first answer reached it: the transfer answers again.
+    if (previous?.signature === signature && (previous.transfer === undefined || previous.transfer.initial)) {
+      previous.transfer?.repeatRequest();
       return;
+    }
     if (this.inFlight.size >= this.opts.maxTransfers) {
       this.socket?.send(
         encodeError(ErrorCode.NotDefined, "server busy, try again"),

@@ -89,6 +89,8 @@ export class Transfer {
   /** This try's timeout found the client's answer waiting and was put off once (onTimeout). */
   private deferredTimeout = false;
   private oackPacket: Buffer | undefined;
+  /** When the OACK or a window was last sent (hrtime ms): a repeated request that crossed it is no news. */
+  private lastAnswerAtMs = 0;
   /** The channel's pump, used in lockstep only. */
   private readonly pump: LockstepPump | undefined;
   private resolveDone!: (r: TransferResult) => void;
@@ -123,7 +125,7 @@ export class Transfer {
     if (this.settings.oack.length > 0) {
       this.phase = "oack";
       this.oackPacket = encodeOack(this.settings.oack);
-      this.send(this.oackPacket);
+      this.sendOack(this.oackPacket);
     } else {
       this.sendWindow();
     }
@@ -134,6 +136,29 @@ export class Transfer {
     if (this.phase === "done") return;
     this.send(encodeError(ErrorCode.NotDefined, message));
     this.finish("error", message);
+  }
+
+  /**
+   * The client sent its request again, from the same port: it has not had our first answer (EDK2's MTFTP
+   * and GRUB resend the RRQ on their own timeout). Answer now, not at our next, backed-off timeout: under
+   * loss the client may give up first. Not when the request crossed our answer on the wire (our last send
+   * is less than half a timeout old): a second OACK after its ACK 0 makes atftp abort.
+   */
+  repeatRequest(): void {
+    if (this.phase === "done" || !this.initial) return;
+    if (hrtimeMs() - this.lastAnswerAtMs < this.settings.timeoutMs / 2) return;
+    if (this.phase === "oack" && this.oackPacket) {
+      this.retransmits++;
+      this.sendOack(this.oackPacket);
+      return;
+    }
+    this.retransmits += Math.max(1, this.sentUpTo - this.base + 1);
+    this.sendWindow();
+  }
+
+  private sendOack(oack: Buffer): void {
+    this.lastAnswerAtMs = hrtimeMs();
+    this.send(oack);
   }
 
   /** Send errors (ENOBUFS, unreachable) are retried by the timeout like a loss. */
@@ -244,7 +269,7 @@ export class Transfer {
     }
     if (this.phase === "oack" && this.oackPacket) {
       this.retransmits++;
-      this.send(this.oackPacket);
+      this.sendOack(this.oackPacket);
       if (!this.settings.backoff) this.timer?.refresh();
       return;
     }
@@ -255,6 +280,7 @@ export class Transfer {
   private sendWindow(): void {
     const gen = ++this.generation;
     const end = Math.min(this.base + this.settings.windowsize - 1, this.lastBlock);
+    this.lastAnswerAtMs = hrtimeMs();
     this.timer?.refresh();
     this.sendBlocks(this.base, end, gen);
   }
