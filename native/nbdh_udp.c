@@ -17,12 +17,13 @@
  *                                               onAdvance(firstBlock) when the pump moved on to the
  *                                               queued chunk (called after that chunk's first send)
  *   .send(buffer) -> 0 | -errno                 one send(2), never blocks (EAGAIN counts as a loss)
- *   .arm(store, stride, firstBlock, lastBlock, lastSent)
- *                                               pump: on ACK (lastSent & 0xffff) send packet lastSent +
- *                                               1 - firstBlock of the chunk while there is one and
- *                                               lastSent < lastBlock. A chunk is one Buffer with a packet
- *                                               every `stride` bytes (the last may be shorter): the
- *                                               transfer hands over one buffer, not one per block
+ *   .arm(store, stride, firstBlock, lastBlock, lastSent, window = 1)
+ *                                               pump: on ACK (lastSent & 0xffff) send the next window,
+ *                                               blocks lastSent + 1 .. min(lastSent + window, lastBlock),
+ *                                               when all of them are prepared (RFC 7440; window 1 is
+ *                                               lockstep). A chunk is one Buffer with a packet every
+ *                                               `stride` bytes (the last may be shorter): the transfer
+ *                                               hands over one buffer, not one per block
  *   .queue(store, stride, firstBlock)           the chunk that follows the armed one: the pump goes on
  *                                               into it without stopping at the chunk's end
  *   .disarm()
@@ -30,6 +31,8 @@
  *                                               read by a pump thread and not yet handed to JS
  *   .lastSent() / .lastProgress()               the pump's last block sent, and when (uv_hrtime in ms,
  *                                             the clock of process.hrtime)
+ *   .windowFirst()                              the first block of the last window the pump sent: the
+ *                                               first the client has not acknowledged
  *   .close()                                    stops polling and closes the socket (idempotent)
  *
  * Blocks are absolute (1-based, beyond 65535); the wire carries them modulo 65536.
@@ -64,6 +67,8 @@
 #define RECV_BUFFER 65536
 /* Datagrams handled per wake-up before yielding to the rest of the loop. */
 #define RECV_BURST 64
+/* The largest window the pump sends itself; a transfer with a larger one answers every ACK in JS. */
+#define WINDOW_MAX 64
 
 /*
  * Prepared DATA packets for blocks first .. first + count - 1, one every `stride` bytes of `base` (the
@@ -77,6 +82,12 @@ typedef struct {
   uint32_t count;
   int64_t first;
 } chunk_t;
+
+/* One packet the pump sends: it points into a chunk. */
+typedef struct {
+  const uint8_t *data;
+  size_t len;
+} packet_ref_t;
 
 /* Ready channels handled in one pair of submits (the ring has this many entries). */
 #define BATCH_MAX 256
@@ -132,6 +143,8 @@ typedef struct channel {
   chunk_t next;
   int64_t last_block;
   int64_t last_sent;
+  int64_t window_first; /* first block of the last window sent */
+  uint32_t window;      /* blocks per window: 1 in lockstep */
   double last_progress;
   uint8_t buf[RECV_BUFFER];
 } channel_t;
@@ -194,40 +207,70 @@ static void call_js(channel_t *ch, napi_ref fn, size_t argc, napi_value *argv) {
 }
 
 /*
- * The pump: the expected ACK sends the next prepared packet, moving into the queued chunk at the end of
- * the current one. Returns 0 when the datagram is not for it, 1 when it sent, 2 when it sent the first
- * packet of the queued chunk (JS is told, to read the chunk after).
+ * The pump: the ACK of the last block sent sends the next window (one packet in lockstep), going on into
+ * the queued chunk when the window reaches it. Only a whole window is taken: when a block of it is not
+ * prepared, the ACK goes to JS, which reads and sends. Returns 0 when the datagram is not for it, else
+ * 1, or 2 when it moved into the queued chunk (JS is told, to read the chunk after); the packets to send
+ * are in out[0 .. *count - 1]. They may point into the chunk it moved past: that memory stays valid until
+ * JS runs, and every caller sends before it lets JS run.
  */
-static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, const uint8_t **out, size_t *out_len, chunk_t *retired) {
+static int pump_take(channel_t *ch, const uint8_t *p, ssize_t n, packet_ref_t *out, unsigned *count, chunk_t *retired) {
+  *count = 0;
   if (!ch->armed || n < 4 || p[0] != 0 || p[1] != 4) return 0;
   uint16_t block = (uint16_t)((p[2] << 8) | p[3]);
   if (block != (uint16_t)(ch->last_sent & 0xffff)) return 0;
   int64_t want = ch->last_sent + 1;
-  if (want > ch->last_block) return 0;
+  if (want > ch->last_block || want < ch->cur.first) return 0;
+  int64_t end = ch->last_sent + (ch->window ? ch->window : 1);
+  if (end > ch->last_block) end = ch->last_block;
+  int64_t cur_end = ch->cur.first + (int64_t)ch->cur.count; /* one past the current chunk */
+  int next_follows = ch->next.ref != NULL && ch->next.first == cur_end;
+  if (end >= (next_follows ? ch->next.first + (int64_t)ch->next.count : cur_end)) return 0;
   int moved = 0;
-  if (want - ch->cur.first >= (int64_t)ch->cur.count && ch->next.ref != NULL && ch->next.first == want) {
-    /* A pump thread may not touch JS references: the loop releases the chunk it hands back. */
-    if (retired != NULL) *retired = ch->cur;
-    else chunk_release(ch->env, &ch->cur);
-    ch->cur = ch->next;
-    memset(&ch->next, 0, sizeof ch->next);
-    moved = 1;
+  for (int64_t b = want; b <= end; b++) {
+    if (b >= ch->cur.first + (int64_t)ch->cur.count) {
+      /* A pump thread may not touch JS references: the loop releases the chunk it hands back. */
+      if (retired != NULL) *retired = ch->cur;
+      else chunk_release(ch->env, &ch->cur);
+      ch->cur = ch->next;
+      memset(&ch->next, 0, sizeof ch->next);
+      moved = 1;
+    }
+    size_t at = (size_t)(b - ch->cur.first) * ch->cur.stride;
+    out[*count].data = ch->cur.base + at;
+    out[*count].len = ch->cur.size - at < ch->cur.stride ? ch->cur.size - at : ch->cur.stride;
+    (*count)++;
   }
-  if (want < ch->cur.first || want - ch->cur.first >= (int64_t)ch->cur.count) return 0;
-  size_t at = (size_t)(want - ch->cur.first) * ch->cur.stride;
-  *out = ch->cur.base + at;
-  *out_len = ch->cur.size - at < ch->cur.stride ? ch->cur.size - at : ch->cur.stride;
-  ch->last_sent = want;
+  ch->window_first = want;
+  ch->last_sent = end;
   ch->last_progress = (double)uv_hrtime() / 1e6;
   return moved ? 2 : 1;
 }
 
+/* Sends a window on the connected socket: one send, or one sendmmsg. A packet not sent is a loss. */
+static void send_packets(int fd, const packet_ref_t *out, unsigned count) {
+  if (count == 1) {
+    /* A failed send (ENOBUFS, EAGAIN) is a loss: the transfer's timeout sends the block again. */
+    (void)send(fd, out[0].data, out[0].len, MSG_DONTWAIT);
+    return;
+  }
+  struct mmsghdr msgs[WINDOW_MAX];
+  struct iovec iov[WINDOW_MAX];
+  memset(msgs, 0, count * sizeof msgs[0]);
+  for (unsigned i = 0; i < count; i++) {
+    iov[i].iov_base = (void *)out[i].data;
+    iov[i].iov_len = out[i].len;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  (void)sendmmsg(fd, msgs, count, MSG_DONTWAIT);
+}
+
 static int pump(channel_t *ch, const uint8_t *p, ssize_t n) {
-  const uint8_t *packet;
-  size_t len;
-  int took = pump_take(ch, p, n, &packet, &len, NULL);
-  /* A failed send (ENOBUFS, EAGAIN) is a loss: the transfer's timeout sends the block again. */
-  if (took) (void)send(ch->fd, packet, len, MSG_DONTWAIT);
+  packet_ref_t out[WINDOW_MAX];
+  unsigned count;
+  int took = pump_take(ch, p, n, out, &count, NULL);
+  if (took) send_packets(ch->fd, out, count);
   return took;
 }
 
@@ -276,6 +319,21 @@ static void note_sent(uint64_t user_data, int32_t res, void *ctx) {
   (void)ctx;
 }
 
+/* Queues the pump's packets as sends on the ring; when it fills, what is queued is submitted first. */
+static void ring_sends(nbdh_ring_t *ring, unsigned *sends, channel_t *ch, const packet_ref_t *out, unsigned count) {
+  for (unsigned i = 0; i < count; i++) {
+    struct io_uring_sqe *sqe = nbdh_ring_sqe(ring);
+    if (sqe == NULL && *sends > 0) {
+      if (nbdh_ring_submit(ring, *sends) >= 0) nbdh_ring_reap(ring, note_sent, NULL);
+      *sends = 0;
+      sqe = nbdh_ring_sqe(ring);
+    }
+    if (sqe == NULL) return; /* a loss: the transfer's timeout sends it again */
+    nbdh_ring_prep(sqe, IORING_OP_SEND, ch->fd, out[i].data, out[i].len, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
+    (*sends)++;
+  }
+}
+
 static channel_t *member_channel(void *member) {
   return (channel_t *)((char *)member - offsetof(channel_t, member));
 }
@@ -295,10 +353,10 @@ static void post(channel_t *ch, int kind, int64_t value, void *data, size_t len)
 }
 
 /* What the pump took from one received datagram, on its thread: the answer is sent by the caller. */
-static int thread_take(channel_t *ch, ssize_t n, const uint8_t **packet, size_t *len) {
+static int thread_take(channel_t *ch, ssize_t n, packet_ref_t *out, unsigned *count) {
   chunk_t retired;
   memset(&retired, 0, sizeof retired);
-  int took = pump_take(ch, ch->buf, n, packet, len, &retired);
+  int took = pump_take(ch, ch->buf, n, out, count, &retired);
   if (took == 2) {
     chunk_t *old = malloc(sizeof *old);
     if (old != NULL) *old = retired; /* else its reference leaks: never freed under a sender */
@@ -336,9 +394,9 @@ static void thread_serve(channel_t *ch) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       continue; /* ECONNREFUSED (an ICMP error, now cleared): the timeout deals with it */
     }
-    const uint8_t *packet;
-    size_t len;
-    if (thread_take(ch, n, &packet, &len)) (void)send(ch->fd, packet, len, MSG_DONTWAIT); /* a failed send is a loss */
+    packet_ref_t out[WINDOW_MAX];
+    unsigned count;
+    if (thread_take(ch, n, out, &count)) send_packets(ch->fd, out, count);
     thread_post(ch, n);
   }
   pthread_mutex_unlock(&ch->mu);
@@ -402,13 +460,10 @@ static void thread_ready(void **members, int count, void *local) {
   for (int i = 0; i < count; i++) {
     channel_t *ch = chs[i];
     if (ch->received < 0 || ch->closed) continue;
-    const uint8_t *packet;
-    size_t len;
-    if (thread_take(ch, ch->received, &packet, &len) == 0) continue;
-    struct io_uring_sqe *sqe = nbdh_ring_sqe(&r->ring);
-    if (sqe == NULL) continue; /* a loss: the transfer's timeout sends it again */
-    nbdh_ring_prep(sqe, IORING_OP_SEND, ch->fd, packet, len, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
-    sends++;
+    packet_ref_t out[WINDOW_MAX];
+    unsigned count;
+    if (thread_take(ch, ch->received, out, &count) == 0) continue;
+    ring_sends(&r->ring, &sends, ch, out, count);
   }
   if (sends > 0 && nbdh_ring_submit(&r->ring, sends) >= 0) nbdh_ring_reap(&r->ring, note_sent, NULL);
   for (int i = 0; i < count; i++) {
@@ -468,18 +523,14 @@ static void flush_some(batcher_t *b, channel_t **chs, size_t k) {
   for (size_t i = 0; i < k; i++) {
     channel_t *ch = chs[i];
     if (ch->received < 0 || ch->closed) continue;
-    const uint8_t *packet;
-    size_t len;
-    int took = pump_take(ch, ch->buf, ch->received, &packet, &len, NULL);
+    packet_ref_t out[WINDOW_MAX];
+    unsigned count;
+    int took = pump_take(ch, ch->buf, ch->received, out, &count, NULL);
     if (took == 0) {
       ch->action = ACT_DELIVER;
       continue;
     }
-    struct io_uring_sqe *sqe = nbdh_ring_sqe(&b->ring);
-    if (sqe != NULL) {
-      nbdh_ring_prep(sqe, IORING_OP_SEND, ch->fd, packet, len, MSG_DONTWAIT, (uint64_t)(uintptr_t)ch);
-      sends++;
-    }
+    ring_sends(&b->ring, &sends, ch, out, count);
     if (took == 2) ch->action = ACT_ADVANCED;
   }
   if (sends > 0 && nbdh_ring_submit(&b->ring, sends) >= 0) nbdh_ring_reap(&b->ring, note_sent, NULL);
@@ -836,14 +887,19 @@ static int chunk_from_store(napi_env env, napi_value store, napi_value stride_va
 }
 
 static napi_value channel_arm(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   channel_t *ch = unwrap_this(env, info, &argc, argv);
   if (ch == NULL) return NULL;
   int64_t first = 0, last = 0, sent = 0;
+  int32_t window = 1;
+  napi_valuetype window_type = napi_undefined;
+  if (argc >= 6) napi_typeof(env, argv[5], &window_type);
   if (argc < 5 || napi_get_value_int64(env, argv[2], &first) != napi_ok || napi_get_value_int64(env, argv[3], &last) != napi_ok ||
-      napi_get_value_int64(env, argv[4], &sent) != napi_ok) {
-    napi_throw_type_error(env, NULL, "arm(store: Buffer, stride: number, firstBlock: number, lastBlock: number, lastSent: number)");
+      napi_get_value_int64(env, argv[4], &sent) != napi_ok ||
+      (window_type != napi_undefined && (napi_get_value_int32(env, argv[5], &window) != napi_ok || window < 1 || window > WINDOW_MAX))) {
+    napi_throw_type_error(env, NULL,
+                          "arm(store: Buffer, stride: number, firstBlock: number, lastBlock: number, lastSent: number, window?: 1..64)");
     return NULL;
   }
   chunk_t c;
@@ -853,6 +909,8 @@ static napi_value channel_arm(napi_env env, napi_callback_info info) {
   ch->cur = c;
   ch->last_block = last;
   ch->last_sent = sent;
+  ch->window_first = sent;
+  ch->window = (uint32_t)window;
   ch->armed = 1;
   pthread_mutex_unlock(&ch->mu);
   return NULL;
@@ -915,6 +973,18 @@ static napi_value channel_last_sent(napi_env env, napi_callback_info info) {
   return v;
 }
 
+static napi_value channel_window_first(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  channel_t *ch = unwrap_this(env, info, &argc, NULL);
+  if (ch == NULL) return NULL;
+  pthread_mutex_lock(&ch->mu);
+  int64_t first = ch->window_first;
+  pthread_mutex_unlock(&ch->mu);
+  napi_value v;
+  napi_create_int64(env, first, &v);
+  return v;
+}
+
 static napi_value channel_last_progress(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
@@ -959,6 +1029,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"queue", NULL, channel_queue, NULL, NULL, NULL, napi_default, NULL},
       {"disarm", NULL, channel_disarm, NULL, NULL, NULL, napi_default, NULL},
       {"lastSent", NULL, channel_last_sent, NULL, NULL, NULL, napi_default, NULL},
+      {"windowFirst", NULL, channel_window_first, NULL, NULL, NULL, napi_default, NULL},
       {"pending", NULL, channel_pending, NULL, NULL, NULL, napi_default, NULL},
       {"lastProgress", NULL, channel_last_progress, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, channel_close, NULL, NULL, NULL, napi_default, NULL},

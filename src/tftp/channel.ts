@@ -3,23 +3,37 @@
  *   - native (native/nbdh_udp.c): a socket polled by Node's libuv loop whose lockstep pump answers the
  *     expected ACK with the next prepared DATA packet without entering JS (the default);
  *   - dgram: node:dgram, when the addon is not built or is turned off.
- * The transfer (transfer.ts) owns the protocol either way; the pump only repeats "ACK n, send n+1".
+ * The transfer (transfer.ts) owns the protocol either way; the pump only repeats "ACK n, send the window
+ * after n" (n + 1 alone in lockstep).
  */
 import { createSocket, type Socket } from "node:dgram";
 import { availableParallelism } from "node:os";
 import { loadAddon } from "../native.js";
 
+/** The largest window the native pump sends itself (WINDOW_MAX in native/nbdh_udp.c). */
+export const PUMP_WINDOW_MAX = 64;
+
 /**
- * Answers the ACK of `lastSent` with the next packet while it has one; see native/nbdh_udp.c. A chunk of
- * packets is one buffer, a packet every `stride` bytes from `firstBlock` on (the last may be shorter).
+ * Answers the ACK of `lastSent` with the next window (the next packet in lockstep) while it has all of
+ * it prepared; see native/nbdh_udp.c. A chunk of packets is one buffer, a packet every `stride` bytes
+ * from `firstBlock` on (the last may be shorter).
  */
-export interface LockstepPump {
-  arm(store: Buffer, stride: number, firstBlock: number, lastBlock: number, lastSent: number): void;
+export interface BlockPump {
+  arm(
+    store: Buffer,
+    stride: number,
+    firstBlock: number,
+    lastBlock: number,
+    lastSent: number,
+    window?: number,
+  ): void;
   /** The chunk after the armed one; the pump reports moving into it through start's onAdvance. */
   queue(store: Buffer, stride: number, firstBlock: number): void;
   disarm(): void;
   /** The last block the pump (or arm) sent. */
   lastSent(): number;
+  /** The first block of the last window the pump sent: the first the client has not acknowledged. */
+  windowFirst(): number;
   /** When the pump last sent, in milliseconds of `hrtimeMs()`. */
   lastProgressMs(): number;
 }
@@ -41,10 +55,10 @@ export interface TransferChannel {
    */
   answerWaiting(): boolean;
   close(): void;
-  readonly pump?: LockstepPump;
+  readonly pump?: BlockPump;
 }
 
-/** The clock of LockstepPump.lastProgressMs (CLOCK_MONOTONIC, like uv_hrtime). */
+/** The clock of BlockPump.lastProgressMs (CLOCK_MONOTONIC, like uv_hrtime). */
 export function hrtimeMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
@@ -54,10 +68,18 @@ interface NativeUdpChannel {
   connect(address: string, port: number): void;
   start(onPacket: (packet: Buffer, lastSent: number) => void, onAdvance: (firstBlock: number) => void): void;
   send(packet: Buffer): number;
-  arm(store: Buffer, stride: number, firstBlock: number, lastBlock: number, lastSent: number): void;
+  arm(
+    store: Buffer,
+    stride: number,
+    firstBlock: number,
+    lastBlock: number,
+    lastSent: number,
+    window?: number,
+  ): void;
   queue(store: Buffer, stride: number, firstBlock: number): void;
   disarm(): void;
   lastSent(): number;
+  windowFirst(): number;
   lastProgress(): number;
   pending(): boolean;
   close(): void;
@@ -129,12 +151,13 @@ export function nativeBatching(): boolean {
 export function openNativeChannel(family: 4 | 6, address: string, port = 0): TransferChannel {
   const { UdpChannel } = loadAddon<NativeUdpAddon>("nbdh_udp");
   const ch = new UdpChannel(family, address, port);
-  const pump: LockstepPump = {
-    arm: (store, stride, firstBlock, lastBlock, lastSent) =>
-      ch.arm(store, stride, firstBlock, lastBlock, lastSent),
+  const pump: BlockPump = {
+    arm: (store, stride, firstBlock, lastBlock, lastSent, window = 1) =>
+      ch.arm(store, stride, firstBlock, lastBlock, lastSent, window),
     queue: (store, stride, firstBlock) => ch.queue(store, stride, firstBlock),
     disarm: () => ch.disarm(),
     lastSent: () => ch.lastSent(),
+    windowFirst: () => ch.windowFirst(),
     lastProgressMs: () => ch.lastProgress(),
   };
   return {

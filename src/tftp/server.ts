@@ -180,8 +180,10 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     const key = `${rinfo.address}:${rinfo.port}`;
     const signature = msg.toString("latin1");
     const previous = this.byClient.get(key);
-    // A client retransmitting its request before our first answer reached it: the transfer answers again.
-    if (previous?.signature === signature && (previous.transfer === undefined || previous.transfer.initial)) {
+    // The same request from the same port while its transfer runs is a copy, never a second transfer:
+    // before the client acknowledged anything it lost our first answer (the transfer sends it again),
+    // after that it is stale. A client's next request comes from a new port, or after this one ended.
+    if (previous?.signature === signature) {
       previous.transfer?.repeatRequest();
       return;
     }

@@ -1,12 +1,13 @@
 /**
  * One read transfer on its own socket (the server's transfer ID, RFC 1350): optional OACK, then DATA in
  * windows (RFC 7440, windowsize 1 is classic lockstep), retransmission on timeout only.
- * In lockstep, a channel with a pump (channel.ts) answers the expected ACKs of a prepared chunk by itself;
- * this class hands it each chunk, takes back whatever else arrives, and reads the pump's progress.
+ * A channel with a pump (channel.ts) answers the expected ACKs of a prepared chunk by itself, the ACK of a
+ * window's last block with the next window (the next block in lockstep); this class hands it each chunk,
+ * takes back whatever else arrives (an ACK inside a window, an ERROR), and reads the pump's progress.
  */
 import type { RemoteInfo, Socket } from "node:dgram";
 import type { BlockSource } from "../files/sources.js";
-import { hrtimeMs, type LockstepPump, type TransferChannel } from "./channel.js";
+import { type BlockPump, hrtimeMs, PUMP_WINDOW_MAX, type TransferChannel } from "./channel.js";
 import { decodePacket, ErrorCode, encodeError, encodeOack, Opcode } from "./packet.js";
 import type { TftpTransferRecord } from "./provider.js";
 
@@ -91,13 +92,15 @@ export class Transfer {
   private oackPacket: Buffer | undefined;
   /** When the OACK or a window was last sent (hrtime ms): a repeated request that crossed it is no news. */
   private lastAnswerAtMs = 0;
-  /** The channel's pump, used in lockstep only. */
-  private readonly pump: LockstepPump | undefined;
+  /** The channel's pump, for windows up to PUMP_WINDOW_MAX (larger ones are answered here). */
+  private readonly pump: BlockPump | undefined;
   private resolveDone!: (r: TransferResult) => void;
   readonly done: Promise<TransferResult>;
-  /** True until the client has acknowledged anything. */
+  /** True until the client has acknowledged anything (the pump may have moved on without telling yet). */
   get initial(): boolean {
-    return this.phase === "oack" || (this.phase === "data" && this.base === 1);
+    if (this.phase === "oack") return true;
+    if (this.phase !== "data" || this.base !== 1) return false;
+    return this.pump === undefined || this.pump.lastSent() <= this.sentUpTo;
   }
 
   constructor(
@@ -107,7 +110,7 @@ export class Transfer {
     private readonly settings: TransferSettings,
   ) {
     this.lastBlock = Math.floor(source.size / settings.blksize) + 1;
-    this.pump = settings.windowsize === 1 ? channel.pump : undefined;
+    this.pump = settings.windowsize <= PUMP_WINDOW_MAX ? channel.pump : undefined;
     this.chunkBlocks = Math.max(1, Math.floor(CHUNK_TARGET_BYTES / settings.blksize));
     this.stride = DATA_HEADER_BYTES + settings.blksize;
     this.done = new Promise((resolve) => {
@@ -183,14 +186,15 @@ export class Transfer {
   }
 
   /**
-   * Takes over what the pump sent since this class last looked: the pump sends block n+1 on the ACK of
-   * n, so its last block sent is the first not yet acknowledged. Returns whether it had progressed.
+   * Takes over what the pump sent since this class last looked: the pump sends the window after n on the
+   * ACK of n, so the first block of its last window is the first not yet acknowledged. Returns whether it
+   * had progressed.
    */
   private syncPump(): boolean {
     if (this.pump === undefined || this.phase !== "data") return false;
     const lastSent = this.pump.lastSent();
     if (lastSent <= this.sentUpTo) return false;
-    this.base = lastSent;
+    this.base = this.pump.windowFirst();
     this.sentUpTo = lastSent;
     return true;
   }
@@ -307,7 +311,7 @@ export class Transfer {
     this.timer?.refresh();
     if (this.pump && this.tries === 0 && this.store !== undefined) {
       // The pump answers the ACKs from here on, into the next chunk once it is read and queued.
-      this.pump.arm(this.store, this.stride, this.chunkFirst, this.lastBlock, end);
+      this.pump.arm(this.store, this.stride, this.chunkFirst, this.lastBlock, end, this.settings.windowsize);
       this.pumpArmed = true;
       this.queued = undefined;
       this.readAhead(this.chunkFirst + this.chunkCount);

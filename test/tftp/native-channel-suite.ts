@@ -161,6 +161,60 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
       expect([empty.length, empty.readUInt16BE(2)]).toEqual([4, 5]);
     });
 
+    async function window(count: number): Promise<number[]> {
+      const blocks: number[] = [];
+      for (let i = 0; i < count; i++) blocks.push(payloadBlock(await nextFromServer()));
+      return blocks;
+    }
+
+    test("windowed: the ACK of a window's last block sends the next window; windowFirst is its first block", async () => {
+      channel.pump?.arm(packets(1, 12), STRIDE, 1, 12, 4, 4);
+      ack(4);
+      expect(await window(4)).toEqual([5, 6, 7, 8]);
+      expect([channel.pump?.windowFirst(), channel.pump?.lastSent()]).toEqual([5, 8]);
+      ack(8);
+      expect(await window(4)).toEqual([9, 10, 11, 12]);
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered).toHaveLength(0);
+    });
+
+    test("windowed: an ACK inside the window, or one for a window not all prepared, goes to JS", async () => {
+      channel.pump?.arm(packets(1, 6), STRIDE, 1, 100, 4, 4);
+      ack(2); // inside the window sent: the client lost 3 and 4 (RFC 7440), JS restarts from there
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([2]);
+      // Blocks 5..8 are wanted but only 5 and 6 are prepared, and nothing is queued: JS reads and sends.
+      ack(4);
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([2, 4]);
+      expect(channel.pump?.lastSent()).toBe(4);
+    });
+
+    test("windowed: a window that runs into the queued chunk is sent whole and reported once", async () => {
+      channel.pump?.arm(packets(1, 6), STRIDE, 1, 100, 4, 4);
+      channel.pump?.queue(packets(7, 6), STRIDE, 7);
+      ack(4);
+      expect(await window(4)).toEqual([5, 6, 7, 8]);
+      await quiet();
+      expect(advanced).toEqual([7]);
+      ack(8);
+      expect(await window(4)).toEqual([9, 10, 11, 12]);
+      expect(advanced).toEqual([7]);
+    });
+
+    test("windowed: the last window stops at the transfer's last block", async () => {
+      channel.pump?.arm(packets(1, 8), STRIDE, 1, 6, 4, 4);
+      ack(4);
+      expect(await window(2)).toEqual([5, 6]);
+      ack(6);
+      await quiet();
+      expect(received).toHaveLength(0);
+      expect(delivered.map((m) => m.readUInt16BE(2))).toEqual([6]);
+    });
+
     test("lastProgress moves with the pump, on the process.hrtime clock", async () => {
       channel.pump?.arm(packets(1, 2), STRIDE, 1, 2, 1);
       const before = Number(process.hrtime.bigint()) / 1e6;
@@ -201,6 +255,8 @@ export function describeNativeChannel(title: string, haveAddon: boolean): void {
       expect(() => channel.pump?.arm("x" as unknown as Buffer, STRIDE, 1, 2, 1)).toThrow(/Buffer of packets/);
       expect(() => channel.pump?.arm(packets(1, 2), 3, 1, 2, 1)).toThrow(/stride/);
       expect(() => channel.pump?.queue(Buffer.alloc(0), STRIDE, 3)).toThrow(/non-empty/);
+      expect(() => channel.pump?.arm(packets(1, 2), STRIDE, 1, 2, 1, 0)).toThrow(/window/);
+      expect(() => channel.pump?.arm(packets(1, 2), STRIDE, 1, 2, 1, 65)).toThrow(/window/);
       expect(() => openNativeChannel(4, "not-an-address")).toThrow(/IP literal/);
     });
   });

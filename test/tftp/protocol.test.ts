@@ -406,6 +406,26 @@ describe.each(["native", "dgram"] as const)("transfers (%s transport)", (kind) =
     });
   });
 
+  test("a stale copy of the request, after the client acknowledged data, is dropped", async () => {
+    await withServer({ timeoutMs: 2000 }, async ({ port }) => {
+      const c = await RawClient.open();
+      const rrq = encodeRequest("RRQ", "file.bin", "octet");
+      c.send(rrq, port);
+      const first = await c.next();
+      expect(expectPacket(first, "DATA").block).toBe(1);
+      const tid = first?.from.port as number;
+      c.send(encodeAck(1), tid);
+      expect(expectPacket(await c.next(), "DATA").block).toBe(2); // sent by the pump, where there is one
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      // Neither this transfer's first answer again nor a second transfer: the copy is stale.
+      c.send(rrq, port);
+      expect(await c.drain(300)).toEqual([]);
+      c.send(encodeAck(2), tid);
+      expect(expectPacket(await c.next(), "DATA").block).toBe(3);
+      c.close();
+    });
+  });
+
   test("close() aborts running transfers with an ERROR and resolves quickly", async () => {
     const { server, port } = await startServer({ root, transport, timeoutMs: 5000 });
     const c = await RawClient.open();
