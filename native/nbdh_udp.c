@@ -1,13 +1,15 @@
 /*
- * nbdh_udp: a UDP socket for one TFTP transfer, polled by Node's own libuv loop, with a lockstep pump.
+ * nbdh_udp: a UDP socket for one TFTP transfer, polled by Node's own libuv loop, with a pump.
  *
  * Why: in a lockstep (windowsize 1) transfer every block costs one datagram in and one out. Through
  * node:dgram each received datagram builds a Buffer and an rinfo object and crosses into JS, and each
  * send goes through argument checks and a request object: about 8-10 us more per block than tftpd-hpa
  * spends in C, which made our lockstep throughput 0.8-0.95x of tftpd-hpa's (bench/results/tftp.md).
  * The pump answers the one ACK it expects (the last block sent) by sending the next ready-made DATA
- * packet, here, without entering JS. Everything else (OACK, ERROR, a duplicate or out-of-window ACK,
- * the end of the prepared packets, timeouts) goes to the TypeScript transfer, which owns the protocol.
+ * packet, or the next window of them (RFC 7440: shim's and GRUB's windowsize 4, where a window's ACK
+ * through JS cost a callback and a send(2) per packet), here, without entering JS. Everything else (OACK,
+ * ERROR, a duplicate ACK or one inside a window, the end of the prepared packets, timeouts) goes to the
+ * TypeScript transfer, which owns the protocol.
  *
  *   new UdpChannel(family 4|6, address, port)   socket(2) non-blocking with SO_REUSEADDR, bind(2)
  *   .port()                                     the bound port (the server's transfer ID)

@@ -1,7 +1,7 @@
 /**
  * The transfer's socket (its transfer ID, RFC 1350), connected to the client. Two implementations:
- *   - native (native/nbdh_udp.c): a socket polled by Node's libuv loop whose lockstep pump answers the
- *     expected ACK with the next prepared DATA packet without entering JS (the default);
+ *   - native (native/nbdh_udp.c): a socket polled by Node's libuv loop whose pump answers the expected
+ *     ACK with the next prepared window of DATA packets without entering JS (the default);
  *   - dgram: node:dgram, when the addon is not built or is turned off.
  * The transfer (transfer.ts) owns the protocol either way; the pump only repeats "ACK n, send the window
  * after n" (n + 1 alone in lockstep).

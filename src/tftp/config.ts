@@ -19,7 +19,7 @@ export const tftpConfigSchema = z.strictObject({
   timeout_ms: z.number().int().min(10).max(255_000).default(1000),
   retries: z.number().int().min(1).max(100).default(DEFAULT_RETRIES),
   max_transfers: z.number().int().min(1).max(100_000).default(500),
-  /** Threads running the lockstep pump (native transport); "auto": see pumpThreadsFor (channel.ts). */
+  /** Threads running the pump (native transport); "auto": see pumpThreadsFor (channel.ts). */
   pump_threads: z
     .union([z.literal("auto"), z.number().int().min(0).max(PUMP_THREADS_MAX)], {
       error: `must be "auto" or an integer 0..${PUMP_THREADS_MAX}`,

@@ -36,12 +36,12 @@ export interface TftpServerOptions {
   /** A lookup shared with other protocols (root and provider then come from it). */
   lookup?: FileLookup;
   /**
-   * Transfer sockets: "native" (native/nbdh_udp.c, with the lockstep pump) or "dgram" (node:dgram).
+   * Transfer sockets: "native" (native/nbdh_udp.c, with its pump) or "dgram" (node:dgram).
    * Default: native when the addon is built, else dgram.
    */
   transport?: "native" | "dgram";
   /**
-   * Native transport: threads that run the lockstep pump, each owning some transfers' sockets (0: on the
+   * Native transport: threads that run the pump, each owning some transfers' sockets (0: on the
    * event loop, batched through io_uring). Default "auto": on the loop up to 2 cores, else cores - 1.
    */
   pumpThreads?: PumpThreadsSetting;
