@@ -963,28 +963,25 @@ static napi_value channel_pending(napi_env env, napi_callback_info info) {
   return v;
 }
 
-static napi_value channel_last_sent(napi_env env, napi_callback_info info) {
+/* One of the pump's block numbers, read under the channel's lock (a pump thread may be moving it). */
+static napi_value pump_block(napi_env env, napi_callback_info info, size_t offset) {
   size_t argc = 0;
   channel_t *ch = unwrap_this(env, info, &argc, NULL);
   if (ch == NULL) return NULL;
   pthread_mutex_lock(&ch->mu);
-  int64_t sent = ch->last_sent;
+  int64_t block = *(const int64_t *)((const char *)ch + offset);
   pthread_mutex_unlock(&ch->mu);
   napi_value v;
-  napi_create_int64(env, sent, &v);
+  napi_create_int64(env, block, &v);
   return v;
 }
 
+static napi_value channel_last_sent(napi_env env, napi_callback_info info) {
+  return pump_block(env, info, offsetof(channel_t, last_sent));
+}
+
 static napi_value channel_window_first(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  channel_t *ch = unwrap_this(env, info, &argc, NULL);
-  if (ch == NULL) return NULL;
-  pthread_mutex_lock(&ch->mu);
-  int64_t first = ch->window_first;
-  pthread_mutex_unlock(&ch->mu);
-  napi_value v;
-  napi_create_int64(env, first, &v);
-  return v;
+  return pump_block(env, info, offsetof(channel_t, window_first));
 }
 
 static napi_value channel_last_progress(napi_env env, napi_callback_info info) {

@@ -63,23 +63,11 @@ export function hrtimeMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
 
-interface NativeUdpChannel {
+interface NativeUdpChannel extends Pick<BlockPump, "arm" | "queue" | "disarm" | "lastSent" | "windowFirst"> {
   port(): number;
   connect(address: string, port: number): void;
   start(onPacket: (packet: Buffer, lastSent: number) => void, onAdvance: (firstBlock: number) => void): void;
   send(packet: Buffer): number;
-  arm(
-    store: Buffer,
-    stride: number,
-    firstBlock: number,
-    lastBlock: number,
-    lastSent: number,
-    window?: number,
-  ): void;
-  queue(store: Buffer, stride: number, firstBlock: number): void;
-  disarm(): void;
-  lastSent(): number;
-  windowFirst(): number;
   lastProgress(): number;
   pending(): boolean;
   close(): void;
